@@ -1,0 +1,76 @@
+// http_server.hpp — HTTP connections on an event loop: the other half of lab04's chapter, and the
+// server inside every event-driven worker of labs 05–10.
+//
+// Each connection is a small state machine driven by readiness events: bytes arrive → parse →
+// route → reply now (/), reply later from a timer (/sleep) or from a child (/compute with
+// offload) → write what the socket takes, keep the rest until EPOLLOUT. Nothing blocks, so one
+// thread holds thousands of connections. Requests on one connection are answered in order.
+//
+// Ownership: the server owns every connection's Fd; the listening socket stays the caller's.
+#pragma once
+
+#include "event_loop.hpp"
+#include "fd.hpp"
+#include "http.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+class HttpServer {
+public:
+    using Done = std::function<void(std::string body)>;
+    using ComputeFn = std::function<void(long long n, Done done)>;
+
+    explicit HttpServer(EventLoop& loop, ConnectionLimits limits = {});
+    ~HttpServer();
+    HttpServer(const HttpServer&) = delete;
+    HttpServer& operator=(const HttpServer&) = delete;
+
+    // Accepts every connection waiting on a non-blocking listener and serves each one.
+    // Returns how many it accepted.
+    int accept_all(int listen_fd);
+    // Serves a connection accepted elsewhere (lab07: handed over by the master).
+    void adopt(Fd client);
+
+    // How /compute runs. By default inline: the loop does nothing else until it is done
+    // (lab04's lesson). Lab04's --offload passes a function that forks the work to a child
+    // and calls done(body) when the child answers.
+    void set_compute(ComputeFn fn) { compute_ = std::move(fn); }
+
+    // Graceful exit (lab08): from now on every response carries Connection: close, idle
+    // connections are closed at once, and on_drained runs when the last connection is gone.
+    void drain(std::function<void()> on_drained);
+    bool draining() const { return draining_; }
+    // Closes every connection now; returns how many had a request in flight (lab09's deadline).
+    size_t close_all();
+
+    size_t connection_count() const { return conns_.size(); }
+    uint64_t requests_served() const { return served_; }
+
+private:
+    struct Conn;
+    void serve(Fd client);
+    void on_event(int fd, uint64_t id, uint32_t events);
+    void process(Conn& c);
+    void finish_slow_request(int fd, uint64_t id, const std::string& body);
+    void respond(Conn& c, int status, const std::string& body, std::string_view extra_headers = {});
+    void flush(Conn& c);
+    void close_conn(Conn& c);
+    void sweep_timeouts();
+    Conn* find(int fd, uint64_t id);
+    bool idle(const Conn& c) const;
+
+    EventLoop& loop_;
+    ConnectionLimits limits_;
+    ComputeFn compute_;
+    std::unordered_map<int, std::unique_ptr<Conn>> conns_;
+    uint64_t next_id_ = 1;
+    uint64_t served_ = 0;
+    bool sweeping_ = false;
+    EventLoop::TimerId sweep_timer_ = 0;
+    bool draining_ = false;
+    std::function<void()> on_drained_;
+};

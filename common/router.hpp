@@ -1,0 +1,42 @@
+// router.hpp — the contract's routes, decided once for every lab.
+//
+// route() only decides WHAT to do; each lab decides HOW, and that is the stage's lesson:
+// a blocking lab sleeps in nanosleep, an event loop sets a timer; /compute runs inline or in a
+// child process; /crash throws and the lab shows what an uncaught exception costs.
+#pragma once
+
+#include "http.hpp"
+
+#include <cstdint>
+#include <string>
+
+struct Action {
+    enum class Kind { reply, sleep, compute, crash };
+    Kind kind = Kind::reply;
+    int status = 200;
+    std::string body;           // for reply
+    std::string extra_headers;  // e.g. "Allow: GET, HEAD\r\n" on a 405
+    long sleep_ms = 0;          // for sleep
+    long long compute_n = 0;    // for compute
+};
+
+constexpr long kDefaultSleepMs = 100;
+constexpr long kMaxSleepMs = 600000;
+constexpr long long kDefaultComputeN = 300000000;  // ~0.3-1 s of one core
+constexpr long long kMaxComputeN = 100000000000LL;
+
+// GET|HEAD /  /sleep?ms=N  /compute?n=N  /crash  /pid; 405 for other methods, 404 otherwise.
+Action route(const Request& req);
+
+// The material's longComputation: a CPU-bound loop the compiler cannot fold away.
+uint64_t long_computation(long long n);
+
+// The bodies of the slow routes, once the work is done.
+std::string sleep_body(long ms);
+std::string compute_body(long long n, uint64_t result);
+
+// What /crash does in every lab: throw an exception that no handler catches.
+[[noreturn]] void throw_crash();
+
+// The value of `name` in a query string "a=1&b=2", or nullptr.
+bool query_param(const std::string& query, const std::string& name, std::string* value);
