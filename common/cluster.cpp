@@ -1,0 +1,169 @@
+#include "cluster.hpp"
+#include "log.hpp"
+#include "process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+
+JsonObject msg(std::string_view key, std::string_view value) {
+    JsonObject m;
+    m.set(key, value);
+    return m;
+}
+
+Cluster::Cluster(EventLoop& loop, char** argv) : loop_(loop), argv_(argv) {
+    loop_.on_signal(SIGCHLD, [this] { reap(); });
+}
+
+Worker* Cluster::fork_worker(int slot) {
+    auto [master_end, worker_end] = make_channel_pair();
+    pid_t pid = spawn_worker(worker_end.get(), argv_);
+    if (pid < 0) return nullptr;  // logged by spawn_worker
+    // worker_end closes here in the master: from now on only the worker holds it.
+    auto w = std::make_unique<Worker>();
+    w->slot = slot;
+    w->pid = pid;
+    w->forked_at_ms = monotonic_ms();
+    w->channel = std::make_unique<Channel>(std::move(master_end));
+    Worker* raw = w.get();
+    workers_.push_back(std::move(w));
+    loop_.add(raw->channel->fd(), EPOLLIN, [this, raw](uint32_t events) {
+        if (events & EPOLLOUT) {
+            if (!raw->channel->flush()) return disconnect(*raw);
+            if (!raw->channel->wants_write()) loop_.modify(raw->channel->fd(), EPOLLIN);
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_channel(*raw);
+    });
+    log_event("fork worker=%d", pid);
+    return raw;
+}
+
+bool Cluster::send(Worker& w, const JsonObject& message, int fd) {
+    if (!w.channel) return false;
+    if (!w.channel->send(message, fd)) return false;
+    if (w.channel->wants_write()) loop_.modify(w.channel->fd(), EPOLLIN | EPOLLOUT);
+    return true;
+}
+
+void Cluster::on_channel(Worker& w) {
+    std::vector<Message> messages;
+    RecvStatus status = w.channel->receive(messages);
+    for (Message& m : messages) {
+        std::string act = m.body.get_string("act");
+        if (act == "online") {
+            w.online = true;
+            log_event("online worker=%d", w.pid);
+        } else if (act == "listening") {
+            w.listening = true;
+            log_event("listening worker=%d port=%lld", w.pid, static_cast<long long>(m.body.get_int("port")));
+        }
+        if (on_message_) on_message_(w, m);
+        if (!w.channel) return;  // the handler disconnected it
+    }
+    // End of file: the worker is gone (or about to be) even if SIGCHLD has not been handled yet.
+    if (status != RecvStatus::ok) disconnect(w);
+}
+
+void Cluster::disconnect(Worker& w) {
+    if (!w.channel) return;
+    loop_.remove(w.channel->fd());
+    w.channel.reset();
+    log_event("disconnect worker=%d", w.pid);
+}
+
+void Cluster::reap() {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        auto it = workers_.begin();
+        while (it != workers_.end() && (*it)->pid != pid) ++it;
+        if (it == workers_.end()) continue;  // not a worker (lab04-style helpers reap their own)
+        std::unique_ptr<Worker> w = std::move(*it);
+        workers_.erase(it);
+        disconnect(*w);
+        log_event("exit worker=%d %s", pid, describe_exit(status).c_str());
+        if (on_exit_) on_exit_(*w, status);
+    }
+    if (shutting_down_ && workers_.empty() && on_all_exited_) {
+        auto done = std::move(on_all_exited_);
+        on_all_exited_ = nullptr;
+        done();
+    }
+}
+
+std::vector<Worker*> Cluster::workers() {
+    std::vector<Worker*> out;
+    for (auto& w : workers_) out.push_back(w.get());
+    return out;
+}
+
+Worker* Cluster::find(pid_t pid) {
+    for (auto& w : workers_)
+        if (w->pid == pid) return w.get();
+    return nullptr;
+}
+
+size_t Cluster::listening_count() const {
+    size_t n = 0;
+    for (auto& w : workers_) n += w->listening ? 1 : 0;
+    return n;
+}
+
+void Cluster::shutdown(long timeout_ms, std::function<void()> done) {
+    shutting_down_ = true;
+    on_all_exited_ = std::move(done);
+    for (auto& w : workers_) kill(w->pid, SIGTERM);
+    loop_.add_timer(timeout_ms, [this] {
+        for (auto& w : workers_) {
+            log_event("kill worker=%d reason=shutdown-timeout", w->pid);
+            kill(w->pid, SIGKILL);
+        }
+    });
+    reap();  // nothing to wait for if there are no workers
+}
+
+bool MasterLink::is_worker() { return std::getenv(kChannelEnv) != nullptr; }
+
+MasterLink::MasterLink(EventLoop& loop) : loop_(loop), channel_(channel_from_env()) {
+    // Ctrl-C in a terminal reaches the whole process group; the master decides what the
+    // workers do, so a worker ignores SIGINT and waits for the master's SIGTERM.
+    signal(SIGINT, SIG_IGN);
+    loop_.add(channel_.fd(), EPOLLIN, [this](uint32_t events) {
+        if (events & EPOLLOUT) {
+            channel_.flush();
+            if (!channel_.wants_write()) loop_.modify(channel_.fd(), EPOLLIN);
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_channel();
+    });
+}
+
+bool MasterLink::send(const JsonObject& message, int fd) {
+    if (!channel_.send(message, fd)) return false;
+    if (channel_.wants_write()) loop_.modify(channel_.fd(), EPOLLIN | EPOLLOUT);
+    return true;
+}
+
+bool MasterLink::flush_blocking() {
+    while (channel_.wants_write()) {
+        if (!channel_.flush()) return false;
+        pollfd p{channel_.fd(), POLLOUT, 0};
+        if (channel_.wants_write() && poll(&p, 1, 1000) <= 0) return false;
+    }
+    return true;
+}
+
+void MasterLink::on_channel() {
+    std::vector<Message> messages;
+    RecvStatus status = channel_.receive(messages);
+    for (Message& m : messages)
+        if (on_message_) on_message_(m);
+    if (status == RecvStatus::ok) return;
+    loop_.remove(channel_.fd());
+    if (on_gone_) return on_gone_();
+    log_event("disconnect master gone, exiting");
+    std::exit(0);
+}

@@ -1,0 +1,103 @@
+// cluster.hpp — the master's process table and the worker's end of the channel (labs 05–10).
+//
+// Master side (Cluster): fork a worker = socketpair + fork/exec of this same program with the
+// channel's fd number in CLUSTERLAB_CHANNEL_FD (cluster.fork()); watch every channel on the
+// event loop; reap exits on SIGCHLD. It logs the contract's events in Node's vocabulary:
+//   [master P] fork worker=W          [master P] online worker=W
+//   [master P] listening worker=W port=N
+//   [master P] disconnect worker=W    (its channel hit end of file: it is gone or going)
+//   [master P] exit worker=W code=C signal=S
+// Worker side (MasterLink): the channel as `process.send` / `process.on('message')`; end of file
+// means the master died, and the worker exits (no orphans).
+//
+// Ownership: Cluster owns each worker's Channel (master end); the worker end is closed in the
+// master right after fork, so a worker's death reads as end of file. MasterLink owns the
+// worker's end.
+#pragma once
+
+#include "channel.hpp"
+#include "event_loop.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+// A one-key message: msg("act", "online") is {"act":"online"}.
+JsonObject msg(std::string_view key, std::string_view value);
+
+struct Worker {
+    int slot = 0;          // 0..N-1: a replacement takes the slot of the worker it replaces
+    pid_t pid = -1;
+    std::unique_ptr<Channel> channel;  // null once disconnected
+    bool online = false;
+    bool listening = false;
+    bool suicide = false;  // lab09: it announced its own death
+    long long forked_at_ms = 0;
+};
+
+class Cluster {
+public:
+    using MessageFn = std::function<void(Worker&, Message&)>;
+    using ExitFn = std::function<void(const Worker&, int wait_status)>;
+
+    // `argv` is this program's own command line: a worker re-runs it (cluster.fork()).
+    Cluster(EventLoop& loop, char** argv);
+
+    // Messages other than online/listening (which Cluster logs and records itself) and, after
+    // those two, every message too, so a lab can act on them.
+    void on_message(MessageFn fn) { on_message_ = std::move(fn); }
+    // After a worker has exited and been reaped and logged. The Worker is about to be erased.
+    void on_exit(ExitFn fn) { on_exit_ = std::move(fn); }
+
+    // Forks a worker into `slot`. Returns it, or nullptr if fork failed (logged).
+    Worker* fork_worker(int slot);
+    // Sends a message (and optionally an fd, borrowed) without blocking. False if it is gone.
+    bool send(Worker& w, const JsonObject& message, int fd = -1);
+
+    std::vector<Worker*> workers();
+    Worker* find(pid_t pid);
+    size_t size() const { return workers_.size(); }
+    size_t listening_count() const;
+
+    // SIGTERM every worker; when all have exited, run `done`. Those still alive after
+    // `timeout_ms` get SIGKILL. No zombie is left: every exit is reaped.
+    void shutdown(long timeout_ms, std::function<void()> done);
+    bool shutting_down() const { return shutting_down_; }
+
+private:
+    void on_channel(Worker& w);
+    void disconnect(Worker& w);
+    void reap();
+
+    EventLoop& loop_;
+    char** argv_;
+    std::vector<std::unique_ptr<Worker>> workers_;
+    MessageFn on_message_;
+    ExitFn on_exit_;
+    bool shutting_down_ = false;
+    std::function<void()> on_all_exited_;
+};
+
+// The worker's view of its master.
+class MasterLink {
+public:
+    // Takes the channel from the environment. Returns false if there is none: not a worker.
+    static bool is_worker();
+
+    explicit MasterLink(EventLoop& loop);
+    void on_message(std::function<void(Message&)> fn) { on_message_ = std::move(fn); }
+    // What to do when the master is gone (default: log it and exit 0).
+    void on_master_gone(std::function<void()> fn) { on_gone_ = std::move(fn); }
+    bool send(const JsonObject& message, int fd = -1);
+    // Waits until everything queued has been written (used just before exiting).
+    bool flush_blocking();
+
+private:
+    void on_channel();
+    EventLoop& loop_;
+    Channel channel_;
+    std::function<void(Message&)> on_message_;
+    std::function<void()> on_gone_;
+};
