@@ -60,16 +60,13 @@ unit: $(UNIT_BINS)
 # build without it, so try the system one too.
 PYTHON ?= $(shell for p in python3 /usr/bin/python3; do \
             if $$p -c 'import pytest' >/dev/null 2>&1; then command -v $$p; break; fi; done)
+# `make test CTEST_ARGS='-L lab03 -V'` runs one lab and shows every test name.
 CTEST_ARGS ?=
 
 test: all
-	@sh harness/ensure-tools.sh "$(PYTHON)"
-	@$(MAKE) --no-print-directory run-ctest PYTHON="$$(sh harness/ensure-tools.sh --python "$(PYTHON)")"
-
-.PHONY: run-ctest
-run-ctest:
-	@cmake -S harness -B $(BUILD)/ctest -DREPO=$(CURDIR) -DPYTHON=$(PYTHON) >/dev/null
-	cd $(BUILD)/ctest && ctest --output-on-failure $(CTEST_ARGS)
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && \
+	  cmake -S harness -B $(BUILD)/ctest -DREPO=$(CURDIR) -DPYTHON=$$py >/dev/null && \
+	  cd $(BUILD)/ctest && ctest --output-on-failure $(CTEST_ARGS)
 
 bench: all
 	@sh bench/bench.sh
