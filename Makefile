@@ -71,6 +71,21 @@ test: all
 bench: all
 	@sh bench/bench.sh
 
+# --- teaching tools (tools/*.py) --------------------------------------------------------
+.PHONY: compare diff grade exercise
+TOOL ?= loadgen
+compare: all
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/compare.py --tool $(TOOL) --labs "$(LABS)"
+
+diff:
+	@/usr/bin/env python3 tools/labdiff.py $(A) $(B)
+
+grade: all
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR))
+
+exercise:
+	@/usr/bin/env python3 tools/exercise.py --lab $(LAB) --dest $(DEST)
+
 clean:
 	rm -rf $(BUILD) $(LABS) $(TOOLS)
 
@@ -82,6 +97,10 @@ help:
 	@echo "  make test            unit tests and every lab's harness, through CTest (ctest -L lab03: one lab)"
 	@echo "  make unit            only the C++ unit tests"
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
+	@echo "  make compare         every stage under the same workloads: notes/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\")"
+	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
+	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"
+	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"
 	@echo "  make clean           remove build outputs"
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
