@@ -190,7 +190,7 @@ RecvStatus Channel::receive(std::vector<Message>& out) {
         }
 
         if (n == 0) {
-            if (!take_lines(out)) return finish(RecvStatus::error);
+            // Complete lines were parsed as they arrived: what is left can only be a partial one.
             if (!in_.empty())
                 log_event("error channel: peer closed in the middle of a message, %zu bytes dropped",
                           in_.size());
