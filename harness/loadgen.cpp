@@ -7,10 +7,12 @@
 // and carries one request at a time; a request ends as a response or as one error (connect,
 // reset/eof, timeout, bad response). Every deadline has the same length, so the in-flight requests
 // sit in one list ordered by deadline, oldest first: arming, disarming and expiring are O(1).
+// As in wrk, every answer of one epoll batch is read before the next requests are written (`next_`):
+// the server then finds its requests in bursts, which is what lets one client thread keep up with it.
 // A Conn that must start over after a failure waits in `idle_` and is restarted at the top of the
-// loop, never from inside the error path, so a run of failures cannot recurse or spin unbounded.
+// loop, never from inside the error path, so a run of failures cannot recurse.
 // The request bytes are built once; responses are parsed straight out of one shared read buffer,
-// and only a line split across two reads is copied (into the Conn's `carry`).
+// and only a line split across two reads is copied (into the Conn's `carry`): no allocation per request.
 //
 // Ownership: `main` owns the first connection until `Loadgen::run` moves it into conns_[0]; each
 // Conn owns its socket; Loadgen owns the epoll fd. The process exits with every fd closed by RAII.
@@ -87,7 +89,8 @@ struct Url {
 bool parse_url(std::string_view s, Url& u, std::string& why) {
     u.text = std::string(s);
     for (char c : s)
-        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return why = "it contains a space or a control character", false;
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+            return why = "it contains a space or a control character", false;
     size_t colon = s.find("://");
     if (colon == std::string_view::npos) return why = "it must start with http://", false;
     std::string_view scheme = s.substr(0, colon);
@@ -157,11 +160,13 @@ Config parse_command_line(int argc, char** argv) {
             "HTTP load client: keeps N requests in flight (one per connection) on one epoll loop, then\n"
             "reports throughput, latency percentiles, status codes, errors and the split per X-Worker-Pid.\n"
             "URL is http://HOST[:PORT][/path][?query]. Like ab (-n -c -k) and wrk (-d).");
-    cli.integer("connections", &cfg.connections, 1, kMaxConnections, "concurrent connections, one request in flight on each");
+    cli.integer("connections", &cfg.connections, 1, kMaxConnections,
+                "concurrent connections, one request in flight on each");
     cli.integer("requests", &cfg.requests, 1, 1000000000000L,
                 "total requests; with --duration, stop at whichever comes first");
     cli.text("duration", &duration_text, "SEC", "run for SEC seconds (decimals allowed) instead of a request count");
-    cli.flag("keepalive", &cfg.keepalive, "reuse connections (HTTP keep-alive, like ab -k); default: one connection per request");
+    cli.flag("keepalive", &cfg.keepalive,
+             "reuse connections (HTTP keep-alive, like ab -k); default: one connection per request");
     cli.integer("timeout", &cfg.timeout_ms, 1, 3600000,
                 "per-request timeout in ms; a late request is a timeout error");
     cli.choice("method", &cfg.method, {"GET", "HEAD"}, "request method");
@@ -193,7 +198,8 @@ Config parse_command_line(int argc, char** argv) {
             continue;
         }
         if (a.rfind("--", 0) != 0 && a != "-h")
-            bad("unknown option '" + std::string(a) + "' (loadgen takes long options: --connections, --requests, --keepalive…)");
+            bad("unknown option '" + std::string(a) +
+                "' (loadgen takes long options: --connections, --requests, --keepalive…)");
         options.push_back(argv[i]);
         if (a == "--requests" || a.rfind("--requests=", 0) == 0) cfg.requests_given = true;
         for (const char* name : kTakesValue)
@@ -226,7 +232,8 @@ Config parse_command_line(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Latency histogram: log-linear buckets (HdrHistogram's layout), 128 per power of two, so any
-// recorded value is within 0.8% of the truth with a fixed 60 KB of counters, however long the run.
+// percentile is within 0.8% of the truth with a fixed 60 KB of counters, however long the run.
+// As in HdrHistogram, a percentile is its bucket's highest value: never under-reported.
 
 class Histogram {
 public:
@@ -235,6 +242,7 @@ public:
     void record(uint64_t ns) {
         ++counts_[index(ns)];
         ++n_;
+        min_ = std::min(min_, ns);
         max_ = std::max(max_, ns);
         sum_ += static_cast<double>(ns);
     }
@@ -249,7 +257,7 @@ public:
         uint64_t seen = 0;
         for (size_t i = 0; i < counts_.size(); ++i) {
             seen += counts_[i];
-            if (seen >= rank) return std::min(middle(i), max_);
+            if (seen >= rank) return std::clamp(highest(i), min_, max_);
         }
         return max_;
     }
@@ -264,15 +272,15 @@ private:
         int shift = (63 - __builtin_clzll(v)) - kSubBits;  // >= 1
         return 2 * kSub + static_cast<size_t>(shift - 1) * kSub + static_cast<size_t>((v >> shift) - kSub);
     }
-    static uint64_t middle(size_t i) {
+    static uint64_t highest(size_t i) {  // the largest value that lands in bucket i
         if (i < 2 * kSub) return i;
         int shift = static_cast<int>((i - 2 * kSub) / kSub) + 1;
         uint64_t lowest = static_cast<uint64_t>((i - 2 * kSub) % kSub + kSub) << shift;
-        return lowest + (uint64_t{1} << shift) / 2;
+        return lowest + ((uint64_t{1} << shift) - 1);
     }
 
     std::vector<uint64_t> counts_;
-    uint64_t n_ = 0, max_ = 0;
+    uint64_t n_ = 0, min_ = UINT64_MAX, max_ = 0;
     double sum_ = 0;
 };
 
@@ -549,15 +557,17 @@ public:
             }
             if (end && now >= end) break;
             expire(now);
-            start_idle(now);
+            start_idle();
             if (!head_ && idle_.empty()) break;  // nothing in flight and nothing left to start
 
-            int timeout_ms = -1;
+            // Sleep until the oldest deadline or the end of the run, in whole ms rounded up.
             uint64_t wake = head_ ? head_->deadline : UINT64_MAX;
             if (end) wake = std::min(wake, end);
             if (!idle_.empty()) wake = now;
+            int timeout_ms = -1;
             if (wake != UINT64_MAX)
-                timeout_ms = wake <= now ? 0 : static_cast<int>(std::min<uint64_t>((wake - now + 999999) / 1000000, 1000000));
+                timeout_ms = wake <= now ? 0 : static_cast<int>(std::min<uint64_t>((wake - now + 999999) / 1000000,
+                                                                                   1000000000));
             int n = epoll_pwait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout_ms, &unblocked);
             if (n < 0) {
                 if (errno == EINTR) continue;
@@ -694,7 +704,6 @@ private:
 
     void complete(Conn& c) {
         stats.record(c.resp, now_ns() - c.start);
-        ++finished_;
         ++c.served;
         disarm(c);
         bool reuse = cfg_.keepalive && c.resp.persistent();
@@ -729,7 +738,6 @@ private:
             return;
         }
         ++stats.errors[kind];
-        ++finished_;
         if (issued_ < total_) idle_.push_back(&c);
     }
 
@@ -739,14 +747,25 @@ private:
         c.events = 0;
     }
 
-    void start_idle(uint64_t now) {
-        idle_batch_.swap(idle_);  // a restart that fails lands in idle_ for the next turn
+    // Starts the Conns waiting in idle_, at most kStartBurst per turn of the loop: 10,000 connects in
+    // one go would leave the first connections silent for as long as the last take to be issued, and
+    // a server may rightly close a connection that sends nothing. A restart that fails lands in idle_
+    // again, for the next turn.
+    void start_idle() {
+        constexpr size_t kStartBurst = 256;
+        idle_batch_.swap(idle_);
+        size_t started = 0;
         for (Conn* c : idle_batch_) {
+            if (started == kStartBurst) {
+                idle_.push_back(c);
+                continue;
+            }
+            ++started;
             if (c->retry_pending) {
                 c->retry_pending = false;
-                attempt(*c, now);
+                attempt(*c, now_ns());
             } else if (issued_ < total_) {
-                begin_request(*c, now);
+                begin_request(*c, now_ns());
             }
         }
         idle_batch_.clear();
@@ -782,7 +801,7 @@ private:
     std::vector<Conn*> next_;  // answered in this batch: their next request is written after it
     Conn* head_ = nullptr;  // the deadline list, oldest first
     Conn* tail_ = nullptr;
-    uint64_t total_ = 0, issued_ = 0, finished_ = 0, timeout_ns_ = 0;
+    uint64_t total_ = 0, issued_ = 0, timeout_ns_ = 0;  // requests to make (UINT64_MAX: no count), begun so far
     bool head_method_ = false;  // HEAD requests: responses carry no body
     std::vector<char> scratch_;  // the one read buffer
 };
@@ -886,6 +905,7 @@ void raise_fd_limit(long connections) {
 // The report
 
 double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+unsigned long long ull(uint64_t v) { return v; }
 
 // Pids in numeric order (shorter digit strings first), other values after, alphabetically.
 std::vector<std::pair<std::string, uint64_t>> sorted_pids(const Stats& s) {
@@ -914,29 +934,27 @@ std::string text_report(const Config& cfg, const Stats& s) {
     line("connections:", std::to_string(cfg.connections));
     line("mode:", std::string(cfg.keepalive ? "keep-alive" : "connection per request") + ", " + cfg.method +
                       (cfg.http10 ? " HTTP/1.0" : " HTTP/1.1"));
-    line("requests:", format("%llu completed", static_cast<unsigned long long>(s.completed)) +
-                          (s.error_total() ? format(", %llu failed", static_cast<unsigned long long>(s.error_total())) : ""));
+    std::string failed = s.error_total() ? format(", %llu failed", ull(s.error_total())) : "";
+    line("requests:", format("%llu completed", ull(s.completed)) + failed);
     line("duration:", format("%.3f s", s.duration_s));
     line("throughput:", format("%.1f req/s", rps(s)));
     line("latency (ms):", format("p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  mean %.3f", ms(h.percentile(50)),
                                  ms(h.percentile(90)), ms(h.percentile(99)), ms(h.max()), h.mean() / 1e6));
     std::string codes;
     for (size_t code = 0; code < s.status.size(); ++code)
-        if (s.status[code]) codes += format("%s%zu: %llu", codes.empty() ? "" : "  ", code, static_cast<unsigned long long>(s.status[code]));
+        if (s.status[code]) codes += format("%s%zu: %llu", codes.empty() ? "" : "  ", code, ull(s.status[code]));
     line("status:", codes.empty() ? "none" : codes);
     line("non-2xx:", std::to_string(s.non_2xx));
     line("errors:", format("connect %llu  reset/eof %llu  timeout %llu  bad response %llu  (total %llu)",
-                           static_cast<unsigned long long>(s.errors[kConnect]), static_cast<unsigned long long>(s.errors[kReset]),
-                           static_cast<unsigned long long>(s.errors[kTimeout]),
-                           static_cast<unsigned long long>(s.errors[kBadResponse]),
-                           static_cast<unsigned long long>(s.error_total())));
+                           ull(s.errors[kConnect]), ull(s.errors[kReset]), ull(s.errors[kTimeout]),
+                           ull(s.errors[kBadResponse]), ull(s.error_total())));
     line("retries:", std::to_string(s.retries));
     const char* label = "per pid:";
     for (const auto& [pid, n] : sorted_pids(s)) {
         line(label, pid + ": " + std::to_string(n));
         label = "";
     }
-    if (s.without_pid) line(label, format("(no X-Worker-Pid): %llu", static_cast<unsigned long long>(s.without_pid)));
+    if (s.without_pid) line(label, format("(no X-Worker-Pid): %llu", ull(s.without_pid)));
     else if (s.pids.empty()) line(label, "none");
     if (s.pids.size() > 1) line("", format("max/min %.2f", pid_ratio(s)));
     if (s.interrupted) line("stopped:", "interrupted; the figures cover what was done so far");
@@ -955,7 +973,7 @@ void json_string(std::string& o, std::string_view v) {
 }
 
 std::string json_report(const Config& cfg, const Stats& s) {
-    auto u = [](uint64_t v) { return std::to_string(v); };
+    auto n = [](uint64_t v) { return std::to_string(v); };
     const Histogram& h = s.latency;
     std::string o = "{\"url\":";
     json_string(o, cfg.url.text);
@@ -963,29 +981,32 @@ std::string json_report(const Config& cfg, const Stats& s) {
     o += std::string(",\"keepalive\":") + (cfg.keepalive ? "true" : "false");
     o += ",\"method\":\"" + cfg.method + "\"";
     o += std::string(",\"http_version\":\"") + (cfg.http10 ? "1.0" : "1.1") + "\"";
-    o += ",\"requests\":" + u(s.completed);
+    o += ",\"requests\":" + n(s.completed);
     o += format(",\"duration_s\":%.3f,\"rps\":%.1f", s.duration_s, rps(s));
-    o += format(",\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f}", ms(h.percentile(50)),
-                ms(h.percentile(90)), ms(h.percentile(99)), ms(h.max()), h.mean() / 1e6);
+    o += format(",\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f}",
+                ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99)), ms(h.max()), h.mean() / 1e6);
     o += ",\"status\":{";
-    bool first = true;
-    for (size_t code = 0; code < s.status.size(); ++code)
-        if (s.status[code]) o += (first ? "\"" : ",\"") + std::to_string(code) + "\":" + u(s.status[code]), first = false;
-    o += "},\"non_2xx\":" + u(s.non_2xx);
-    o += ",\"errors\":{\"connect\":" + u(s.errors[kConnect]) + ",\"reset\":" + u(s.errors[kReset]) +
-         ",\"timeout\":" + u(s.errors[kTimeout]) + ",\"bad_response\":" + u(s.errors[kBadResponse]) +
-         ",\"total\":" + u(s.error_total()) + "}";
-    o += ",\"retries\":" + u(s.retries);
-    o += ",\"per_pid\":{";
-    first = true;
-    for (const auto& [pid, n] : sorted_pids(s)) {
-        if (!first) o += ',';
-        json_string(o, pid);
-        o += ":" + u(n);
-        first = false;
+    const char* sep = "";
+    for (size_t code = 0; code < s.status.size(); ++code) {
+        if (!s.status[code]) continue;
+        o += sep + ("\"" + std::to_string(code) + "\":") + n(s.status[code]);
+        sep = ",";
     }
-    o += "},\"without_pid\":" + u(s.without_pid);
-    o += s.pids.size() > 1 ? format(",\"per_pid_ratio\":%.3f", pid_ratio(s)) : std::string(",\"per_pid_ratio\":null");
+    o += "},\"non_2xx\":" + n(s.non_2xx);
+    o += ",\"errors\":{\"connect\":" + n(s.errors[kConnect]) + ",\"reset\":" + n(s.errors[kReset]) +
+         ",\"timeout\":" + n(s.errors[kTimeout]) + ",\"bad_response\":" + n(s.errors[kBadResponse]) +
+         ",\"total\":" + n(s.error_total()) + "}";
+    o += ",\"retries\":" + n(s.retries);
+    o += ",\"per_pid\":{";
+    sep = "";
+    for (const auto& [pid, count] : sorted_pids(s)) {
+        o += sep;
+        json_string(o, pid);
+        o += ":" + n(count);
+        sep = ",";
+    }
+    o += "},\"without_pid\":" + n(s.without_pid);
+    o += s.pids.size() > 1 ? format(",\"per_pid_ratio\":%.3f", pid_ratio(s)) : ",\"per_pid_ratio\":null";
     o += std::string(",\"interrupted\":") + (s.interrupted ? "true" : "false") + "}\n";
     return o;
 }
