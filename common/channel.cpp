@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -311,6 +312,9 @@ Fd channel_from_env() {
     // The master cleared CLOEXEC so the fd would survive exec; set it again so it does not leak
     // into whatever this worker runs in turn.
     if (!set_cloexec(fd)) die_errno("fcntl(FD_CLOEXEC)");
+    // exec of /proc/self/exe names the process "exe" (the kernel takes the name from the path):
+    // take back the program's own, so that ps -C, pgrep, top and ss show "lab07", not "exe".
+    prctl(PR_SET_NAME, program_invocation_short_name);
     return Fd(fd);
 }
 

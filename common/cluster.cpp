@@ -84,6 +84,9 @@ void Cluster::reap() {
         if (it == workers_.end()) continue;  // not a worker (lab04-style helpers reap their own)
         std::unique_ptr<Worker> w = std::move(*it);
         workers_.erase(it);
+        // Its last messages (a suicide, say) may still be unread in the channel when SIGCHLD
+        // comes first: read them before the exit event, or they would be lost with the channel.
+        if (w->channel) on_channel(*w);
         disconnect(*w);
         log_event("exit worker=%d %s", pid, describe_exit(status).c_str());
         if (on_exit_) on_exit_(*w, status);

@@ -13,7 +13,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+namespace {
+// The spare descriptor for surviving EMFILE (opened lazily, once per process; a forked child
+// inherits its own copy, which is exactly what it needs).
+int g_spare_fd = -1;
+
+void arm_spare() {
+    if (g_spare_fd < 0) g_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+}  // namespace
+
 Fd listen_tcp(const ListenOptions& opts, std::string* error) {
+    arm_spare();  // at start, so a descriptor count taken after the ready line stays flat
     std::string where = opts.host + ":" + std::to_string(opts.port);
     auto fail = [&](const char* call) {
         *error = std::string(call) + " " + where + ": " + std::strerror(errno);
@@ -41,7 +52,7 @@ Fd listen_tcp(const ListenOptions& opts, std::string* error) {
     if (opts.reuseport && setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         return fail("setsockopt(SO_REUSEPORT)");
     if (bind(fd.get(), found->ai_addr, found->ai_addrlen) < 0) return fail("bind");
-    if (listen(fd.get(), opts.backlog) < 0) return fail("listen");
+    if (!opts.bind_only && listen(fd.get(), opts.backlog) < 0) return fail("listen");
     return fd;
 }
 
@@ -61,15 +72,8 @@ int local_port(int fd) {
     return -1;
 }
 
-namespace {
-// The spare descriptor for surviving EMFILE (opened lazily, once per process; a forked child
-// inherits its own copy, which is exactly what it needs).
-int g_spare_fd = -1;
 
-void arm_spare() {
-    if (g_spare_fd < 0) g_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-}  // namespace
+void arm_accept_spare() { arm_spare(); }
 
 Accepted accept_client(int listen_fd, bool nonblocking) {
     arm_spare();

@@ -15,9 +15,11 @@ struct ListenOptions {
     int backlog = 4096;       // the kernel caps it at net.core.somaxconn
     bool nonblocking = false; // event-driven labs want a non-blocking listener
     bool reuseport = false;   // lab06's SO_REUSEPORT mode
+    bool bind_only = false;   // bind without listen(): holds the port (lab06 reserves one for
+                              // its SO_REUSEPORT workers) but takes no connection
 };
 
-// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. On failure returns an invalid Fd and
+// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen (unless bind_only). On failure returns an invalid Fd and
 // sets *error to "bind 127.0.0.1:8000: Address already in use" (the call, the address, strerror).
 Fd listen_tcp(const ListenOptions& opts, std::string* error);
 // The same, but a failure is a set-up failure: log it and exit(1).
@@ -42,6 +44,10 @@ struct Accepted {
 // its connection close instead of waiting forever in the queue) and re-arms the spare, as libev
 // and Node do; it logs that once a second at most.
 Accepted accept_client(int listen_fd, bool nonblocking);
+// Opens the spare descriptor now instead of at the first accept (listen_tcp does it too), so a
+// process that accepts on a socket it did not open itself — a worker handed the master's
+// listener — holds a flat count of descriptors from the start. Idempotent.
+void arm_accept_spare();
 
 // The contract's ready line on stdout, flushed: "lab01 listening on http://HOST:PORT pid=PID".
 void print_ready(const char* lab, const std::string& host, int port);

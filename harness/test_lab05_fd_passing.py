@@ -1,0 +1,283 @@
+"""lab05_fd_passing: the master opens the listening socket and sends it to its workers over a
+socketpair (SCM_RIGHTS); workers serve it on their event loops. JSON messages go both ways; by
+default the master closes its own copy once every worker has it."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, connect, run_load, wait_until, zombies_of
+import contract
+
+LAB = "lab05"
+FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
+
+
+@pytest.fixture
+def lab(start_lab):
+    return start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
+
+
+def worker_pids(lab):
+    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
+
+
+def socket_inodes(pid):
+    """The inodes of every socket a process holds (ls -l /proc/PID/fd: socket:[INODE])."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def listening_inodes(port):
+    """Inodes of the TCP sockets in LISTEN state on `port` (what ss -ltn shows)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f[9])
+    return found
+
+
+def unix_inodes():
+    return {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+
+
+def crash_one(lab):
+    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert rs == [] and closed, "a crashing worker answers nothing and the connection closes"
+
+
+# --- the stage's idea: one socket, opened by the master, served by workers --------------------
+
+@pytest.mark.points(5)
+def test_workers_accept_on_the_one_socket_the_master_opened_and_sent(start_lab):
+    lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
+    workers = worker_pids(lab)
+    assert len(workers) == 3 and sorted(workers) == lab.children()
+    # One listening socket on the port, not one per worker: the workers hold the master's.
+    listeners = listening_inodes(lab.port)
+    assert len(listeners) == 1, listeners
+    for pid in workers:
+        assert listeners <= socket_inodes(pid), f"worker {pid} does not hold the listening socket"
+    # ...and the master, having sent it, closed its own copy (the material's server.close()).
+    assert not listeners & socket_inodes(lab.pid)
+    lab.wait_log(r"\[master \d+\] close listener port=%d" % lab.port)
+    # Every response comes from a worker.
+    report = run_load(lab.url + "/", connections=4, requests=300)
+    assert report["errors"]["total"] == 0, report
+    assert set(int(p) for p in report["per_pid"]) <= set(workers), report["per_pid"]
+
+
+@pytest.mark.points(3)
+def test_the_ready_line_comes_when_every_worker_is_listening(start_lab):
+    lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
+    # No waiting here: the master logs each worker's report before it prints the ready line.
+    online = lab.events(r"\[master \d+\] online worker=(\d+)")
+    listening = lab.events(r"\[master \d+\] listening worker=(\d+) port=(\d+)")
+    assert sorted(int(m.group(1)) for m in online) == sorted(worker_pids(lab))
+    assert sorted(int(m.group(1)) for m in listening) == sorted(worker_pids(lab))
+    assert {int(m.group(2)) for m in listening} == {lab.port}
+
+
+@pytest.mark.points(3)
+def test_json_messages_travel_both_ways(lab):
+    workers = worker_pids(lab)
+    # master -> worker: {"hello":"worker"}, logged by the worker that got it
+    got = lab.wait_log(r"\[worker (\d+)\] message from=master hello=worker", count=2)
+    assert sorted(int(m.group(1)) for m in got) == sorted(workers)
+    # worker -> master: {"hello":"master","pid":PID}, the pid being the sender's own
+    replies = lab.wait_log(r"\[master \d+\] message worker=(\d+) hello=master pid=(\d+)", count=2)
+    assert all(m.group(1) == m.group(2) for m in replies), [m.group(0) for m in replies]
+    assert sorted(int(m.group(1)) for m in replies) == sorted(workers)
+
+
+@pytest.mark.points(3)
+def test_only_the_channel_survives_exec_every_other_fd_is_cloexec(lab):
+    # A worker holds exactly one AF_UNIX socket, its end of its own channel: not the master's
+    # ends, not another worker's channel. And one TCP socket: the listener it was sent.
+    unix = unix_inodes()
+    for pid in worker_pids(lab):
+        assert len(socket_inodes(pid) & unix) == 1, (pid, os.listdir(f"/proc/{pid}/fd"))
+        assert socket_inodes(pid) & listening_inodes(lab.port)
+    # The master holds one channel end per worker.
+    assert len(socket_inodes(lab.pid) & unix) == 2
+
+
+@pytest.mark.points(4)
+def test_with_master_accepts_the_master_and_the_workers_both_serve(start_lab):
+    lab = start_lab(LAB, "--workers", "2", "--master-accepts", *FAST_TIMEOUTS)
+    assert lab.events(r"close listener") == []
+    assert listening_inodes(lab.port) <= socket_inodes(lab.pid), "the master keeps its copy"
+    report = run_load(lab.url + "/", connections=8, requests=600)
+    assert report["errors"]["total"] == 0, report
+    served_by = {int(p) for p in report["per_pid"]}
+    # "handled by parent" and "handled by child": the master's pid and at least one worker's.
+    assert lab.pid in served_by, report["per_pid"]
+    assert served_by & set(worker_pids(lab)), report["per_pid"]
+
+
+# --- a crashed worker is gone for good ---------------------------------------------------------
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(30)
+def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
+    lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
+    workers = worker_pids(lab)
+    crash_one(lab)
+    dead = int(lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
+    assert dead in workers and "terminate called after throwing" in lab.log_text()
+    # Its channel hit end of file: the master logs the disconnect, then the exit.
+    log = lab.log_text()
+    assert log.index(f"disconnect worker={dead}") < log.index(f"exit worker={dead}")
+    survivors = sorted(set(workers) - {dead})
+    wait_until(lambda: lab.children() == survivors, 5, what="the crashed worker to be reaped")
+    assert zombies_of(lab.pid) == []
+    report = run_load(lab.url + "/", connections=4, requests=400)
+    assert report["errors"]["total"] == 0, report
+    assert set(int(p) for p in report["per_pid"]) <= set(survivors)
+    # No restart in this stage: still three forks, two children.
+    assert len(worker_pids(lab)) == 3 and lab.children() == survivors
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(30)
+def test_when_the_last_worker_dies_the_port_refuses_and_the_master_exits_1(lab):
+    crash_one(lab)
+    crash_one(lab)
+    assert lab.wait_exit(10) == 1
+    lab.wait_log(r"\[master \d+\] no workers left")
+    # The master had closed its copy: with both workers gone, nobody holds the socket.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", lab.port), timeout=2)
+
+
+# --- signals: no orphan, no zombie -------------------------------------------------------------
+
+@pytest.mark.points(3)
+def test_sigterm_stops_every_worker_and_exits_0(lab):
+    workers = worker_pids(lab)
+    contract.check_sigterm(lab)
+    stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
+    assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
+    assert lab.events(r"\[master \d+\] shutdown signal=SIGTERM workers=2")
+
+
+@pytest.mark.points(2)
+def test_ctrl_c_to_the_process_group_exits_0(lab):
+    # A terminal's Ctrl-C signals the whole group; workers leave the decision to the master.
+    os.killpg(lab.pid, signal.SIGINT)
+    assert lab.wait_exit(10) == 0
+    wait_until(lambda: not lab.processes(), 5, what="every process of the group to exit")
+    assert len(lab.events(r"exit worker=\d+ code=0 signal=none")) == 2, lab.log_text()
+
+
+@pytest.mark.points(4)
+def test_workers_exit_when_the_master_is_killed(lab):
+    workers = worker_pids(lab)
+    lab.signal(signal.SIGKILL)  # no chance to clean up: the workers learn it from end of file
+    lab.wait_exit(10)
+    for pid in workers:  # re-parented to this test (a subreaper): reap them, see how they left
+        deadline = time.monotonic() + 5
+        while True:
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                break
+            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
+            time.sleep(0.02)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert lab.processes() == []
+
+
+@pytest.mark.points(1)
+def test_bad_command_lines_exit_2():
+    for args in (["--workers", "0"], ["--workers", "many"], ["--master-accepts=yes"], ["--bogus"]):
+        done = subprocess.run([str(REPO / LAB), *args], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 2 and "usage:" in done.stderr, (args, done.stderr)
+
+
+# --- the shared contract -----------------------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_every_route_and_status(lab):
+    contract.check_routes(lab)
+
+
+@pytest.mark.points(1)
+def test_head_has_headers_and_no_body(lab):
+    contract.check_head(lab)
+
+
+@pytest.mark.points(1)
+def test_keepalive_follows_http10_and_http11_rules(lab):
+    contract.check_keepalive(lab)
+
+
+@pytest.mark.points(1)
+def test_pipelined_requests_are_answered_in_order(lab):
+    contract.check_pipelining(lab)
+
+
+@pytest.mark.points(1)
+def test_a_request_sent_one_byte_at_a_time_is_served(lab):
+    contract.check_byte_at_a_time(lab)
+
+
+@pytest.mark.points(2)
+def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
+    contract.check_bad_input(lab)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(30)
+def test_a_slow_client_is_cut_off_and_others_are_served_meanwhile(lab):
+    contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=False)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_20000_requests_without_an_error(lab):
+    contract.check_load(lab, requests=20000, connections=16, keepalive=False)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_20000_keepalive_requests_without_an_error(lab):
+    contract.check_load(lab, requests=20000, connections=16, keepalive=True)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_ab_reports_no_failed_request(lab):
+    contract.check_ab(lab, c=20)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_ab_keepalive_keeps_every_request_alive(start_lab):
+    # The default idle timeout (5 s): ab's connections never sit idle that long.
+    lab = start_lab(LAB, "--workers", "2")
+    contract.check_ab_keepalive(lab, c=20)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_siege_reports_full_availability(lab):
+    contract.check_siege(lab)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_no_zombie_and_stable_fds_after_10000_connections(lab):
+    contract.check_hygiene_after_many_connections(lab)
