@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct HttpServer::Conn {
@@ -19,7 +20,9 @@ struct HttpServer::Conn {
     bool busy = false;     // a /sleep or an offloaded /compute is in flight
     bool close_after = false;  // close once `out` is written
     bool peer_eof = false;     // the client will send no more (it may still read)
-    bool want_write = false;   // EPOLLOUT is registered
+    uint32_t interest = EPOLLIN;  // the events registered with epoll for this fd
+    uint64_t requests = 0;     // requests parsed on this connection (0: nothing asked yet)
+    bool processing = false;   // inside process(): a hook that answers at once must not re-enter it
     long long last_active = 0;
     long long head_started = -1;
     EventLoop::TimerId timer = 0;
@@ -28,7 +31,20 @@ struct HttpServer::Conn {
     std::string_view unparsed() const { return std::string_view(in).substr(in_off); }
 };
 
-HttpServer::HttpServer(EventLoop& loop, ConnectionLimits limits) : loop_(loop), limits_(limits) {}
+namespace {
+// Back-pressure. A client may send requests faster than it reads the answers (pipelining
+// without reading). Once this much output waits for it, no more of its requests are answered
+// and no more of its bytes are read until the socket takes some: its buffers stay bounded.
+constexpr size_t kMaxPendingOutput = 64 * 1024;
+// While a connection waits for a timer or a child, at most about this much input is read ahead.
+constexpr size_t kMaxReadAhead = 64 * 1024;
+
+size_t pending_output(const std::string& out, size_t out_off) { return out.size() - out_off; }
+}  // namespace
+
+HttpServer::HttpServer(EventLoop& loop, ConnectionLimits limits) : loop_(loop), limits_(limits) {
+    arm_accept_spare();  // accept_all's EMFILE spare, opened before the first client, not during
+}
 
 HttpServer::~HttpServer() {
     for (auto& [fd, c] : conns_) {
@@ -96,20 +112,28 @@ void HttpServer::on_event(int fd, uint64_t id, uint32_t events) {
             if (c->head_started < 0 && c->parser.started(c->unparsed())) c->head_started = loop_.now();
         } else if (n == 0) {
             // The client will send no more (it may have half-closed and still be reading):
-            // answer what it asked, then close. Stop watching for input, or level-triggered
-            // epoll would report this end of file forever.
+            // answer what it asked, then close. flush() (through process() below) stops
+            // watching for input, or level-triggered epoll would report this end of file forever.
             c->peer_eof = true;
-            loop_.modify(fd, c->want_write ? uint32_t{EPOLLOUT} : 0u);
         } else if (errno != EAGAIN && errno != EINTR) {
             return close_conn(*c);  // ECONNRESET and friends
         }
     }
-    process(*c);
-    if (events & EPOLLOUT) flush(*c);
+    process(*c);  // also writes: with EPOLLOUT, what the socket refused before; c may be gone after
 }
 
 void HttpServer::process(Conn& c) {
-    while (!c.busy && !c.close_after) {
+    answer_requests(c);
+    flush(c);
+}
+
+void HttpServer::answer_requests(Conn& c) {
+    c.processing = true;
+    struct ClearOnExit {  // however we leave, even by /crash's exception
+        bool& flag;
+        ~ClearOnExit() { flag = false; }
+    } clear_on_exit{c.processing};
+    while (!c.busy && !c.close_after && pending_output(c.out, c.out_off) < kMaxPendingOutput) {
         Request req;
         RequestParser::Result r = c.parser.parse(c.unparsed(), req);
         if (r.status == RequestParser::Status::need_more) break;
@@ -122,6 +146,7 @@ void HttpServer::process(Conn& c) {
             break;
         }
         c.in_off += r.consumed;
+        ++c.requests;
         c.head_started = c.parser.started(c.unparsed()) ? loop_.now() : -1;
         c.pending = std::move(req);
 
@@ -154,11 +179,11 @@ void HttpServer::process(Conn& c) {
             throw_crash();
         }
     }
-    if (c.in_off == c.in.size()) {
-        c.in.clear();
+    // Drop the bytes already parsed, so a long run of pipelined requests cannot grow `in`.
+    if (c.in_off > 0) {
+        c.in.erase(0, c.in_off);
         c.in_off = 0;
     }
-    flush(c);
 }
 
 void HttpServer::finish_slow_request(int fd, uint64_t id, const std::string& body) {
@@ -166,8 +191,11 @@ void HttpServer::finish_slow_request(int fd, uint64_t id, const std::string& bod
     if (!c) return;  // the client left while we worked
     c->busy = false;
     c->timer = 0;
-    respond(*c, 200, body);
-    process(*c);
+    // An empty body is how a compute hook says the work failed (fork refused, the child died).
+    if (body.empty()) respond(*c, 500, "compute failed: see the server's log\n");
+    else respond(*c, 200, body);
+    // A hook that called done() before returning is still inside process(), which carries on.
+    if (!c->processing) process(*c);
 }
 
 void HttpServer::respond(Conn& c, int status, const std::string& body, std::string_view extra_headers) {
@@ -175,6 +203,9 @@ void HttpServer::respond(Conn& c, int status, const std::string& body, std::stri
     if (!keep_alive) c.close_after = true;
     if (c.out_off == c.out.size()) {
         c.out.clear();
+        c.out_off = 0;
+    } else if (c.out_off >= c.out.size() / 2) {
+        c.out.erase(0, c.out_off);  // a slow reader: keep `out` within twice what it holds
         c.out_off = 0;
     }
     append_response(c.out, status, body, c.pending.version_minor, keep_alive, c.pending.is_head(), extra_headers);
@@ -186,26 +217,40 @@ bool HttpServer::idle(const Conn& c) const {
 }
 
 void HttpServer::flush(Conn& c) {
-    while (c.out_off < c.out.size()) {
-        ssize_t n = ::write(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off);
-        if (n > 0) {
-            c.out_off += static_cast<size_t>(n);
-            c.last_active = loop_.now();
-            continue;
+    for (;;) {
+        // A partial write is normal: the socket takes what fits in its buffer, and EPOLLOUT
+        // says when there is room for the rest.
+        while (c.out_off < c.out.size()) {
+            ssize_t n = ::write(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off);
+            if (n > 0) {
+                c.out_off += static_cast<size_t>(n);
+                c.last_active = loop_.now();
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno == EAGAIN) break;
+            return close_conn(c);  // EPIPE, ECONNRESET: the client is gone
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) break;
-        return close_conn(c);  // EPIPE, ECONNRESET: the client is gone
+        // All written, and pipelined requests held back by the output limit are still waiting:
+        // answer the next batch and write again.
+        if (c.out_off < c.out.size() || c.processing || c.busy || c.close_after || c.unparsed().empty()) break;
+        answer_requests(c);
+        if (c.out_off == c.out.size()) break;  // nothing new: the rest is an incomplete request
     }
     bool pending = c.out_off < c.out.size();
-    if (pending != c.want_write) {
-        // Ask for EPOLLOUT only while output is waiting; otherwise the loop would spin on it.
-        c.want_write = pending;
-        uint32_t events = (c.peer_eof ? 0u : uint32_t{EPOLLIN}) | (pending ? uint32_t{EPOLLOUT} : 0u);
-        loop_.modify(c.fd.get(), events);
-    }
-    if (pending || c.busy) return;
-    if (c.close_after || c.peer_eof || (draining_ && idle(c))) close_conn(c);
+    if (!pending && !c.busy && (c.close_after || c.peer_eof || (draining_ && idle(c)))) return close_conn(c);
+    update_interest(c);
+}
+
+void HttpServer::update_interest(Conn& c) {
+    size_t out_waiting = pending_output(c.out, c.out_off);
+    bool read_more = !c.peer_eof && out_waiting < kMaxPendingOutput &&
+                     !(c.busy && c.unparsed().size() >= kMaxReadAhead);
+    // EPOLLOUT only while output is waiting; otherwise the level-triggered loop would spin on it.
+    uint32_t want = (read_more ? uint32_t{EPOLLIN} : 0u) | (out_waiting ? uint32_t{EPOLLOUT} : 0u);
+    if (want == c.interest) return;
+    c.interest = want;
+    loop_.modify(c.fd.get(), want);
 }
 
 void HttpServer::close_conn(Conn& c) {
@@ -223,15 +268,35 @@ void HttpServer::close_conn(Conn& c) {
 void HttpServer::drain(std::function<void()> on_drained) {
     draining_ = true;
     on_drained_ = std::move(on_drained);
-    std::vector<Conn*> idle_conns;
-    for (auto& [fd, c] : conns_)
-        if (idle(*c)) idle_conns.push_back(c.get());
-    for (Conn* c : idle_conns) close_conn(*c);
+    // Close what is idle now; everything else is answered (with Connection: close) first.
+    // Not idle, although nothing is being worked on:
+    //  - a connection that has not sent its first request yet: its bytes may be on their way
+    //    (accepted an instant ago); closing it would lose a request the client already sent.
+    //    It is served, or closed by the idle timeout if nothing comes.
+    //  - a kept-alive connection whose next request is already in the socket but not read
+    //    yet: closing it would reset the connection under a request in flight.
+    // And a connection whose responses were queued but not written (an exception left the
+    // loop between respond() and flush()) gets EPOLLOUT, or nobody would ever write them.
+    std::vector<Conn*> all;
+    for (auto& [fd, c] : conns_) all.push_back(c.get());
+    for (Conn* c : all) {  // each step closes at most c itself, so the others stay valid
+        if (idle(*c) && c->requests > 0) {
+            if (!input_waiting(*c)) close_conn(*c);  // looked at just before closing: a small window
+        } else if (!c->busy && c->out_off < c->out.size()) {
+            update_interest(*c);  // EPOLLOUT: the loop writes it (inside the worker's try, as
+                                  // flushing may answer a pipelined request, which may throw)
+        }
+    }
     if (conns_.empty() && on_drained_) {
         auto done = std::move(on_drained_);
         on_drained_ = nullptr;
         done();
     }
+}
+
+bool HttpServer::input_waiting(const Conn& c) const {
+    char byte;
+    return ::recv(c.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 size_t HttpServer::close_all() {

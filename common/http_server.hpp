@@ -37,11 +37,14 @@ public:
 
     // How /compute runs. By default inline: the loop does nothing else until it is done
     // (lab04's lesson). Lab04's --offload passes a function that forks the work to a child
-    // and calls done(body) when the child answers.
+    // and calls done(body) when the child answers. done("") means the work failed: the client
+    // gets a 500. done may also be called before the hook returns.
     void set_compute(ComputeFn fn) { compute_ = std::move(fn); }
 
     // Graceful exit (lab08): from now on every response carries Connection: close, idle
-    // connections are closed at once, and on_drained runs when the last connection is gone.
+    // kept-alive connections are closed at once, and on_drained runs when the last connection
+    // is gone. A connection that has not sent its first request yet is not idle: it is served
+    // (or closed by the idle timeout). Safe to call from a catch block: it never parses input.
     void drain(std::function<void()> on_drained);
     bool draining() const { return draining_; }
     // Closes every connection now; returns how many had a request in flight (lab09's deadline).
@@ -54,7 +57,9 @@ private:
     struct Conn;
     void serve(Fd client);
     void on_event(int fd, uint64_t id, uint32_t events);
-    void process(Conn& c);
+    void process(Conn& c);          // answer_requests, then flush
+    void answer_requests(Conn& c);  // parse and answer what has arrived, within the back-pressure limits
+    void update_interest(Conn& c);  // EPOLLIN/EPOLLOUT as the connection's buffers require
     void finish_slow_request(int fd, uint64_t id, const std::string& body);
     void respond(Conn& c, int status, const std::string& body, std::string_view extra_headers = {});
     void flush(Conn& c);
@@ -62,6 +67,7 @@ private:
     void sweep_timeouts();
     Conn* find(int fd, uint64_t id);
     bool idle(const Conn& c) const;
+    bool input_waiting(const Conn& c) const;  // request bytes in the socket, not read yet
 
     EventLoop& loop_;
     ConnectionLimits limits_;

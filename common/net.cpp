@@ -103,11 +103,22 @@ Accepted accept_client(int listen_fd, bool nonblocking) {
         return {AcceptStatus::skipped, Fd()};
     case EMFILE:
     case ENFILE: {
+        // A blocking listener (lab01-03) must not take a victim: that accept4 would wait for
+        // the NEXT client, maybe long after descriptors are free again, and drop it. There the
+        // queued clients wait instead, and we look again in 10 ms (accept4 fails with EMFILE
+        // before it would block, so without the pause a blocking loop would spin too).
+        int listen_flags = fcntl(listen_fd, F_GETFL);
+        bool blocking = listen_flags >= 0 && !(listen_flags & O_NONBLOCK);
         static time_t last_logged = 0;
         time_t now = time(nullptr);
         if (now != last_logged) {
-            log_errno("accept4 (dropping one client to survive)");
+            log_errno(blocking ? "accept4 (clients wait in the queue)" : "accept4 (dropping one client to survive)");
             last_logged = now;
+        }
+        if (blocking) {
+            timespec pause{0, 10 * 1000000L};
+            nanosleep(&pause, nullptr);
+            return {AcceptStatus::skipped, Fd()};
         }
         // Without this the listener stays readable and a loop spins at 100% CPU on EMFILE.
         if (g_spare_fd >= 0) {

@@ -33,7 +33,7 @@ enum class AcceptStatus {
     none_pending,  // EAGAIN: the queue is empty (non-blocking listener)
     interrupted,   // EINTR: a signal arrived; the caller checks its flags and calls again
     skipped,       // a connection that died in the queue (ECONNABORTED, EPROTO…) or
-                   // EMFILE/ENFILE survived by dropping one client: call again
+                   // EMFILE/ENFILE survived (see accept_client): call again
 };
 struct Accepted {
     AcceptStatus status;
@@ -42,7 +42,8 @@ struct Accepted {
 // accept4 with SOCK_CLOEXEC (and SOCK_NONBLOCK when asked). Out of descriptors (EMFILE), it
 // frees a spare descriptor kept for the purpose, accepts and closes that one client (it sees
 // its connection close instead of waiting forever in the queue) and re-arms the spare, as libev
-// and Node do; it logs that once a second at most.
+// and Node do; it logs that once a second at most. On a blocking listener it drops nobody: it
+// pauses 10 ms and returns `skipped`, and the queued clients wait for a free descriptor.
 Accepted accept_client(int listen_fd, bool nonblocking);
 // Opens the spare descriptor now instead of at the first accept (listen_tcp does it too), so a
 // process that accepts on a socket it did not open itself — a worker handed the master's

@@ -1,0 +1,267 @@
+"""lab09_suicide_signal: the dying worker tells the master first ({"act":"suicide"}), so its
+replacement is forked at once and serves while it drains; the drain is cut at --kill-timeout.
+
+Everything lab08 does still holds; those checks come from test_lab08_graceful_exit.
+"""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, wait_until
+import contract
+from supervision import (
+    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
+    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, connections_per_worker, crash_through,
+    read_response, request, restarts_of, wait_workers)
+
+LAB = "lab09"
+
+
+@pytest.fixture
+def lab(start_lab):
+    return start_lab(LAB, "--workers", WORKERS, *FAST_TIMEOUTS)
+
+
+def log_index(lab, pattern):
+    """The line number of the first log line matching pattern. For the master's own events the
+    order of the lines is the order in which they happened."""
+    rx = re.compile(pattern)
+    return next(i for i, line in enumerate(lab.log_text().splitlines()) if rx.search(line))
+
+
+# ---- this lab ------------------------------------------------------------------------------
+
+@pytest.mark.points(5)
+@pytest.mark.timeout(40)
+def test_the_replacement_is_forked_on_suicide_and_serves_while_the_old_worker_drains(lab):
+    pids = wait_workers(lab)
+    victim = pids[0]
+    sleeper, crasher = connections_per_worker(lab, 2, pids)[victim]
+    request(sleeper, "/sleep?ms=2000")
+    request(crasher, "/crash")
+    assert read_response(crasher) is None
+    lab.wait_log(rf"suicide worker={victim}")
+    replacement = int(lab.wait_log(rf"restart worker={victim} replacement=(\d+)")[0].group(1))
+    lab.wait_log(rf"listening worker={replacement}")
+    # The replacement listens while the old worker still drains its request.
+    assert alive(victim), "the old worker is gone already: nothing was left to drain?"
+    served_by = set()
+    wait_until(lambda: (served_by.add(int(lab.get("/pid").body)) or replacement in served_by), 10,
+               what="the replacement to answer a request")
+    assert victim not in served_by, "the draining worker accepted a new connection"
+    assert alive(victim)
+    r = read_response(sleeper, timeout=10)
+    assert r.status == 200 and r.header("connection") == "close"
+    lab.wait_log(rf"exit worker={victim} code=1 signal=none")
+    # The master's own log: suicide, then the restart, then (after the drain) the exit.
+    assert (log_index(lab, rf"suicide worker={victim}") < log_index(lab, rf"restart worker={victim}")
+            < log_index(lab, rf"exit worker={victim}"))
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(40)
+def test_a_worker_killed_without_a_word_is_replaced_on_exit(lab):
+    victim = wait_workers(lab)[0]
+    os.kill(victim, signal.SIGKILL)
+    lab.wait_log(rf"restart worker={victim} replacement=\d+")
+    assert not lab.events(rf"suicide worker={victim}")
+    assert log_index(lab, rf"exit worker={victim} code=none signal=SIGKILL") < log_index(lab, rf"restart worker={victim}")
+    wait_workers(lab)
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(40)
+def test_a_worker_that_sent_suicide_is_never_replaced_twice(lab):
+    victims = []
+    for _ in range(5):
+        victim = crash_through(lab)
+        victims.append(victim)
+        lab.wait_log(rf"exit worker={victim} code=1")
+        wait_workers(lab)
+    for victim in victims:
+        assert lab.events(rf"suicide worker={victim}")
+        assert restarts_of(lab, victim) == 1, victim
+    assert len(lab.events(r"restart worker=")) == 5
+    assert len(lab.children()) == WORKERS
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(40)
+def test_the_check_shared_with_lab08_in_flight_requests_are_still_answered(lab):
+    check_in_flight_answered_then_exit_1(lab)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_every_exit_is_replaced_exactly_once(lab):
+    check_every_exit_is_replaced_once(lab)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(40)
+def test_past_the_kill_timeout_the_worker_cuts_what_is_left_and_exits_1(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--kill-timeout", "500")
+    pids = wait_workers(lab)
+    victim = pids[0]
+    sleeper, crasher = connections_per_worker(lab, 2, pids)[victim]
+    request(sleeper, "/sleep?ms=8000")
+    started = time.monotonic()
+    request(crasher, "/crash")
+    assert read_response(crasher) is None
+    assert read_response(sleeper, timeout=10) is None, "the cut request got an answer"
+    lab.wait_log(rf"\[worker {victim}\] kill-timeout ms=500 cut=1")
+    lab.wait_log(rf"exit worker={victim} code=1 signal=none")
+    took = time.monotonic() - started
+    assert 0.45 <= took <= 3.0, f"exited {took:.2f} s after the crash"
+    assert restarts_of(lab, victim) == 1
+    wait_workers(lab)
+
+
+@pytest.mark.points(1)
+def test_the_kill_timeout_defaults_to_the_materials_5_seconds():
+    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
+    line = next(l for l in out.splitlines() if l.strip().startswith("--kill-timeout"))
+    assert "(default 5000)" in line, line
+
+
+@pytest.mark.points(5)
+@pytest.mark.timeout(60)
+def test_when_every_worker_crashes_at_once_new_requests_no_longer_wait_for_the_drain(lab, record_property):
+    # lab08's test, and now the gap is closed: the replacements serve while the old ones drain.
+    worst, drain_left = check_crash_all_with_long_requests(lab, sleep_ms=1500)
+    record_property("max_latency_s", round(worst, 3))
+    record_property("drain_left_s", round(drain_left, 3))
+    print(f"\nlab09: drain left {drain_left:.3f} s, worst GET / latency {worst:.3f} s")
+    assert worst < 0.4 * drain_left, f"worst latency {worst:.3f} s against a drain of {drain_left:.3f} s"
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
+    check_sigterm_drains_and_exits_0(lab, sig)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--shutdown-timeout", "1000")
+    check_shutdown_is_bounded(lab, 1000)
+    assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_on_shutdown_the_workers_own_deadline_ends_a_stuck_drain(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--kill-timeout", "500", "--shutdown-timeout", "20000")
+    took = check_shutdown_is_bounded(lab, 500)
+    assert lab.events(r"\[worker \d+\] kill-timeout ms=500 cut=1")
+    assert not lab.events(r"reason=shutdown-timeout"), "the master had to SIGKILL"
+    assert took < 3.0
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(lab):
+    check_hygiene_after_restarts(lab, 20)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_chaos_kill9_a_worker_every_100ms_under_load(lab, record_property):
+    check_chaos_kill9(lab, record_property)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property):
+    crashes, report = check_crash_storm(lab, record_property)
+    assert report["errors"]["total"] == 0, report
+    assert set(report["status"]) == {"200"}, report
+    assert crashes >= 10
+
+
+@pytest.mark.points(1)
+def test_a_worker_whose_master_dies_exits_too(lab):
+    pids = wait_workers(lab)
+    lab.signal(signal.SIGKILL)
+    lab.wait_exit(5)
+    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
+
+
+# ---- the contract ----------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+def test_every_route_and_status(lab):
+    contract.check_routes(lab)
+
+
+@pytest.mark.points(1)
+def test_head_has_headers_and_no_body(lab):
+    contract.check_head(lab)
+
+
+@pytest.mark.points(1)
+def test_keepalive_follows_http10_and_http11_rules(lab):
+    contract.check_keepalive(lab)
+
+
+@pytest.mark.points(1)
+def test_pipelined_requests_are_answered_in_order(lab):
+    contract.check_pipelining(lab)
+
+
+@pytest.mark.points(1)
+def test_a_request_sent_one_byte_at_a_time_is_served(lab):
+    contract.check_byte_at_a_time(lab)
+
+
+@pytest.mark.points(1)
+def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
+    contract.check_bad_input(lab)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(30)
+def test_a_slow_client_is_cut_off_and_nobody_waits_for_it(lab):
+    contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=False)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_20000_requests_without_an_error(lab):
+    contract.check_load(lab, requests=20000, connections=16, keepalive=True)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_ab_reports_no_failed_request(lab):
+    contract.check_ab(lab, c=20)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_ab_keepalive_every_request_kept_alive(lab):
+    contract.check_ab_keepalive(lab, c=20)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_siege_reports_full_availability(lab):
+    contract.check_siege(lab)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_no_zombie_and_stable_fds_after_10000_connections(lab):
+    contract.check_hygiene_after_many_connections(lab)
+
+
+@pytest.mark.points(1)
+def test_sigterm_exits_cleanly(lab):
+    contract.check_sigterm(lab)

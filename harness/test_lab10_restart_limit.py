@@ -1,0 +1,272 @@
+"""lab10_restart_limit: the master stops restarting when --limit restarts fall within --during
+ms (the material's sliding window), logs giveup, keeps serving with the workers it has, and
+exits 1 when the last one is gone.
+
+Everything lab09 does still holds (with a limit too high to be reached); those checks come from
+test_lab08_graceful_exit. The window's boundaries are unit-tested in
+unit/test_restart_window.cpp (`make unit`).
+"""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, wait_until
+import contract
+from supervision import (
+    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
+    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, crash_through, restarts_of, wait_workers)
+
+LAB = "lab10"
+NEVER = ("--limit", "1000000", "--during", "1")  # a limit no test reaches: lab09's behaviour
+
+
+@pytest.fixture
+def lab(start_lab):
+    return start_lab(LAB, "--workers", WORKERS, *FAST_TIMEOUTS, *NEVER)
+
+
+def giveups(lab):
+    return lab.events(r"\[master \d+\] giveup restarts=(\d+) during_ms=(\d+)")
+
+
+# ---- this lab ------------------------------------------------------------------------------
+
+@pytest.mark.points(5)
+@pytest.mark.timeout(40)
+def test_the_limit_th_restart_within_during_is_refused_with_giveup(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--limit", "3", "--during", "60000")
+    wait_workers(lab)
+    crashed = []
+    for n in (1, 2):
+        crashed.append(crash_through(lab))
+        lab.wait_log(r"restart worker=\d+ replacement=\d+", count=n)
+        wait_workers(lab)
+    assert not giveups(lab)
+    crashed.append(crash_through(lab))  # the third restart within 60 s: refused
+    (m,) = lab.wait_log(r"\[master \d+\] giveup restarts=(\d+) during_ms=(\d+)")
+    assert (m.group(1), m.group(2)) == ("3", "60000")
+    lab.wait_log(rf"exit worker={crashed[-1]} code=1")
+    assert restarts_of(lab, crashed[-1]) == 0
+    assert len(lab.events(r"restart worker=")) == 2
+    assert len(lab.events(r"\] fork worker=")) == WORKERS + 2, "forked after giving up"
+    # It keeps serving with the worker it has left.
+    wait_until(lambda: len(lab.children()) == 1, 10, what="one worker left")
+    survivor = lab.children()[0]
+    for _ in range(5):
+        r = lab.get("/pid")
+        assert r.status == 200 and int(r.body) == survivor
+    assert lab.alive()
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(40)
+def test_after_giveup_the_master_exits_1_when_its_last_worker_is_gone(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--limit", "2", "--during", "60000")
+    first = crash_through(lab)
+    lab.wait_log(rf"restart worker={first}")
+    wait_workers(lab)
+    crash_through(lab)
+    lab.wait_log(r"giveup restarts=2 during_ms=60000")
+    # One worker left. Whatever ends it, nobody replaces it, and the master exits 1.
+    wait_until(lambda: len(lab.children()) == 1, 10, what="one worker left")
+    members = lab.processes()
+    os.kill(lab.children()[0], signal.SIGKILL)
+    assert lab.wait_exit(10) == 1
+    wait_until(lambda: not any(alive(p) for p in members), 5, what="every process of the lab to exit")
+    assert lab.events(r"shutdown reason=giveup")
+    assert len(lab.events(r"restart worker=")) == 1
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(40)
+def test_exits_without_a_suicide_count_toward_the_limit_too(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--limit", "2", "--during", "60000")
+    first = wait_workers(lab)[0]
+    os.kill(first, signal.SIGKILL)
+    lab.wait_log(rf"restart worker={first}")
+    second = wait_workers(lab)[0]
+    os.kill(second, signal.SIGKILL)
+    lab.wait_log(r"giveup restarts=2 during_ms=60000")
+    assert restarts_of(lab, second) == 0
+    # Giving up is not shutting down: a signal still stops the rest cleanly, with 0.
+    wait_until(lambda: len(lab.children()) == 1, 10, what="one worker left")
+    assert lab.get("/").status == 200
+    contract.check_sigterm(lab)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(40)
+def test_restarts_spread_wider_than_during_never_give_up(start_lab):
+    # --limit 2 --during 300: two restarts less than 300 ms apart would give up; 700 ms apart
+    # they never do, however many there are.
+    lab = start_lab(LAB, "--workers", WORKERS, "--limit", "2", "--during", "300")
+    for n in range(1, 6):
+        started = time.monotonic()
+        victim = crash_through(lab)
+        lab.wait_log(rf"restart worker={victim}")
+        wait_workers(lab)
+        time.sleep(max(0.0, 0.7 - (time.monotonic() - started)))  # the spacing under test
+    assert not giveups(lab)
+    assert len(lab.events(r"restart worker=")) == 5
+
+
+@pytest.mark.points(1)
+def test_the_defaults_are_the_materials_10_restarts_in_60_seconds():
+    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
+    lines = {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
+    assert "(default 10)" in lines["--limit"], out
+    assert "(default 60000)" in lines["--during"], out
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("bad", [("--limit", "0"), ("--during", "0"), ("--limit", "ten")])
+def test_a_bad_limit_or_window_is_refused_with_exit_2(bad):
+    done = subprocess.run([str(REPO / LAB), "--port", "0", *bad], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2, done
+    assert bad[0] in done.stderr
+
+
+# ---- lab09's behaviour, kept -----------------------------------------------------------------
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_in_flight_requests_are_still_answered(lab):
+    check_in_flight_answered_then_exit_1(lab)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_every_exit_is_replaced_exactly_once_below_the_limit(lab):
+    check_every_exit_is_replaced_once(lab)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(60)
+def test_when_every_worker_crashes_at_once_new_requests_do_not_wait_for_the_drain(lab, record_property):
+    worst, drain_left = check_crash_all_with_long_requests(lab, sleep_ms=1500)
+    record_property("max_latency_s", round(worst, 3))
+    print(f"\nlab10: drain left {drain_left:.3f} s, worst GET / latency {worst:.3f} s")
+    assert worst < 0.4 * drain_left, f"worst latency {worst:.3f} s against a drain of {drain_left:.3f} s"
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
+    check_sigterm_drains_and_exits_0(lab, sig)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(40)
+def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, "--shutdown-timeout", "1000", *NEVER)
+    check_shutdown_is_bounded(lab, 1000)
+    assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(lab):
+    check_hygiene_after_restarts(lab, 20)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_chaos_kill9_a_worker_every_100ms_under_load(lab, record_property):
+    check_chaos_kill9(lab, record_property)
+    assert not giveups(lab)
+
+
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property):
+    crashes, report = check_crash_storm(lab, record_property)
+    assert report["errors"]["total"] == 0, report
+    assert set(report["status"]) == {"200"}, report
+    assert crashes >= 10
+    assert not giveups(lab)
+
+
+@pytest.mark.points(1)
+def test_a_worker_whose_master_dies_exits_too(lab):
+    pids = wait_workers(lab)
+    lab.signal(signal.SIGKILL)
+    lab.wait_exit(5)
+    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
+
+
+# ---- the contract ----------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+def test_every_route_and_status(lab):
+    contract.check_routes(lab)
+
+
+@pytest.mark.points(1)
+def test_head_has_headers_and_no_body(lab):
+    contract.check_head(lab)
+
+
+@pytest.mark.points(1)
+def test_keepalive_follows_http10_and_http11_rules(lab):
+    contract.check_keepalive(lab)
+
+
+@pytest.mark.points(1)
+def test_pipelined_requests_are_answered_in_order(lab):
+    contract.check_pipelining(lab)
+
+
+@pytest.mark.points(1)
+def test_a_request_sent_one_byte_at_a_time_is_served(lab):
+    contract.check_byte_at_a_time(lab)
+
+
+@pytest.mark.points(1)
+def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
+    contract.check_bad_input(lab)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(30)
+def test_a_slow_client_is_cut_off_and_nobody_waits_for_it(lab):
+    contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=False)
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_20000_requests_without_an_error(lab):
+    contract.check_load(lab, requests=20000, connections=16, keepalive=True)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_ab_reports_no_failed_request(lab):
+    contract.check_ab(lab, c=20)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_ab_keepalive_every_request_kept_alive(lab):
+    contract.check_ab_keepalive(lab, c=20)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_siege_reports_full_availability(lab):
+    contract.check_siege(lab)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_no_zombie_and_stable_fds_after_10000_connections(lab):
+    contract.check_hygiene_after_many_connections(lab)
+
+
+@pytest.mark.points(1)
+def test_sigterm_exits_cleanly(lab):
+    contract.check_sigterm(lab)

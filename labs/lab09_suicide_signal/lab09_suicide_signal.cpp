@@ -1,0 +1,227 @@
+// lab09_suicide_signal — lab08, but the dying worker first tells the master ({"act":"suicide"}), which forks its replacement at once; the drain has a deadline.
+// Observe: while crashed workers drain, their replacements already serve: no gap; a drain longer than --kill-timeout is cut, and the worker says how many it cut.
+// Run: make lab09 && ./lab09 --workers 2 --kill-timeout 2000, then: curl -si 'localhost:8000/sleep?ms=5000' & sleep 0.2; curl localhost:8000/crash; wait
+// Mirrors the material's 自杀信号: process.send({act: 'suicide'}) before worker.close(), the master's createWorker() on that message, and setTimeout(process.exit, 5000).
+// stage: suicide signal: the replacement starts before the drain, which has a deadline
+
+#include "cli.hpp"
+#include "cluster.hpp"
+#include "log.hpp"
+#include "master_worker.hpp"
+#include "net.hpp"
+#include "process.hpp"
+
+#include <csignal>
+#include <exception>
+#include <string>
+#include <sys/epoll.h>
+
+namespace {
+
+struct Options {
+    ServerOptions server;
+    ConnectionLimits limits;
+    long shutdown_timeout_ms = 10000;
+    long kill_timeout_ms = 5000;  // the material's 5 s
+};
+
+// ---- the worker ----------------------------------------------------------------------------
+
+// A worker: the standard runtime (loop, channel, HTTP server) plus what this stage is about.
+// Ownership: `listener` is this worker's copy of the master's listening socket (received over
+// the channel); the master keeps its own copy open, so closing ours never refuses a client: the
+// kernel keeps queueing connections for whoever accepts next.
+struct Serving {
+    WorkerRuntime& rt;
+    long kill_timeout_ms;
+    Fd listener{};
+    int exit_code = 0;
+    bool finished = false;  // drained: leave the loop and exit with exit_code
+};
+
+// {"cmd":"server"} arrived with the listening socket: accept on it, tell the master (lab05).
+void serve_listener(Serving& s, Fd listener) {
+    if (s.listener || s.rt.http.draining()) return;  // a second one, or too late: it closes here
+    s.listener = std::move(listener);
+    int fd = s.listener.get();
+    if (!s.rt.loop.add(fd, EPOLLIN, [&s, fd](uint32_t) { s.rt.http.accept_all(fd); })) die_errno("epoll_ctl(listener)");
+    JsonObject listening = msg("act", "listening");
+    listening.set("port", local_port(fd));
+    s.rt.master.send(listening);
+}
+
+// Node's server.close(): no more accept() here. Connections already accepted stay.
+void stop_accepting(Serving& s) {
+    if (!s.listener) return;
+    s.rt.loop.remove(s.listener.get());
+    s.listener.reset();
+}
+
+// BEGIN SOLUTION: tell the master {"act":"suicide"} before closing the listener, and cut the drain at --kill-timeout
+// The graceful exit, for a crash (code 1) and for the master's SIGTERM (code 0) alike: stop
+// accepting, then let HttpServer::drain answer every request already in flight (each with
+// Connection: close), close idle keep-alive connections, and call back when none is left.
+// New here: a deadline. A client that keeps its request open (a long /sleep, a stalled
+// download) must not keep a dead worker alive: after --kill-timeout we close what is left
+// and exit anyway, saying how many requests we cut.
+void exit_when_drained(Serving& s, int code) {
+    if (s.rt.http.draining()) return;  // already on its way out
+    s.exit_code = code;
+    stop_accepting(s);
+    s.rt.http.drain([&s] {
+        s.finished = true;
+        s.rt.loop.stop();
+    });
+    log_event("drain waiting=%zu", s.rt.http.connection_count());
+    if (s.finished) return;
+    s.rt.loop.add_timer(s.kill_timeout_ms, [&s] {
+        size_t cut = s.rt.http.close_all();
+        log_event("kill-timeout ms=%ld cut=%zu", s.kill_timeout_ms, cut);
+        s.finished = true;
+        s.rt.loop.stop();
+    });
+}
+
+// The material's process.on('uncaughtException'), with the suicide signal: first tell the
+// master we are going, so it forks our replacement NOW, while we still drain; only then stop
+// accepting. Without it (lab08) the master learns of our death only from exit, after the drain.
+void on_uncaught(Serving& s, const char* what) {
+    log_event("uncaught error=\"%s\"", what);
+    if (!s.rt.http.draining()) s.rt.master.send(msg("act", "suicide"));
+    exit_when_drained(s, 1);
+}
+// STUB:
+// void exit_when_drained(Serving& s, int code) {
+//     if (s.rt.http.draining()) return;  // lab08: no deadline, no suicide
+//     s.exit_code = code;
+//     stop_accepting(s);
+//     s.rt.http.drain([&s] {
+//         s.finished = true;
+//         s.rt.loop.stop();
+//     });
+//     log_event("drain waiting=%zu", s.rt.http.connection_count());
+// }
+//
+// void on_uncaught(Serving& s, const char* what) {
+//     log_event("uncaught error=\"%s\"", what);
+//     exit_when_drained(s, 1);
+// }
+// END SOLUTION
+
+int run_worker(const Options& opts) {
+    WorkerRuntime rt(opts.limits);
+    Serving s{.rt = rt, .kill_timeout_ms = opts.kill_timeout_ms};
+
+    rt.master.on_message([&s](Message& m) {
+        if (m.body.get_string("cmd") == "server" && m.fd) serve_listener(s, std::move(m.fd));
+    });
+    // The master's SIGTERM (its shutdown) is a graceful exit too, with code 0.
+    rt.loop.on_signal(SIGTERM, [&s] { exit_when_drained(s, 0); });
+    rt.master.send(msg("act", "online"));
+
+    // The top of the worker's loop. A request handler that throws (/crash) unwinds out of
+    // loop.run() to here instead of ending the process; the loop's state stays usable
+    // (level-triggered epoll reports again whatever that iteration did not get to), so after
+    // deciding what to do we simply run it again, until the drain says we are done.
+    while (!s.finished) {
+        try {
+            rt.loop.run();
+        } catch (const std::exception& e) {
+            on_uncaught(s, e.what());
+        } catch (...) {
+            on_uncaught(s, "unknown exception");
+        }
+    }
+    log_event("drained code=%d", s.exit_code);
+    rt.master.flush_blocking();
+    return s.exit_code;
+}
+
+// ---- the master ----------------------------------------------------------------------------
+
+// The master's state. Ownership: `listener` is the listening socket; the master never accepts
+// on it but keeps it open for its whole life, so that while workers come and go the kernel
+// still completes handshakes and queues connections (the listen backlog): clients wait,
+// nobody is refused.
+struct Master {
+    const Options& opts;
+    Cluster& cluster;
+    Fd listener;
+    bool ready = false;
+};
+
+// cluster.fork() followed by worker.send('server', server): the new worker gets the socket.
+Worker* start_worker(Master& m, int slot) {
+    Worker* w = m.cluster.fork_worker(slot);
+    if (w) m.cluster.send(*w, msg("cmd", "server"), m.listener.get());
+    return w;
+}
+
+// A worker is going or gone: fork its replacement into the same slot, so the number of
+// serving workers stays what --workers asked for.
+void restart(Master& m, const Worker& old) {
+    Worker* w = start_worker(m, old.slot);
+    log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+}
+
+// Only a worker that died without a word (SIGKILL, the OOM killer, a segfault) is replaced on
+// exit; one that sent a suicide was replaced then, and is never replaced twice.
+void on_worker_exit(Master& m, const Worker& w) {
+    if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
+    if (w.suicide) return;
+    restart(m, w);
+}
+
+// Cluster has logged online/listening already. The ready line waits for every initial worker.
+// A suicide is the worker saying "I am going": replace it now, not when it has exited.
+void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
+    std::string act = message.body.get_string("act");
+    if (act == "listening" && !m.ready && m.cluster.listening_count() >= static_cast<size_t>(m.opts.server.workers)) {
+        m.ready = true;
+        print_ready("lab09", m.opts.server.host, port);
+    } else if (act == "suicide" && !w.suicide) {
+        w.suicide = true;
+        log_event("suicide worker=%d", w.pid);
+        if (!m.cluster.shutting_down()) restart(m, w);
+    }
+}
+
+int run_master(const Options& opts, char** argv) {
+    EventLoop loop;
+    Cluster cluster(loop, argv);
+    ListenOptions lo;
+    lo.host = opts.server.host;
+    lo.port = opts.server.port;
+    lo.nonblocking = true;  // shared with every worker: their loops must never block in accept
+    Master m{.opts = opts, .cluster = cluster, .listener = listen_or_die(lo)};
+    int port = local_port(m.listener.get());
+
+    cluster.on_message([&m, port](Worker& w, Message& message) { on_worker_message(m, w, message, port); });
+    cluster.on_exit([&m](const Worker& w, int) { on_worker_exit(m, w); });
+    // SIGINT/SIGTERM: no more restarts (on_worker_exit sees shutting_down()); every worker
+    // drains and exits; a worker still busy after --shutdown-timeout gets SIGKILL; we exit 0.
+    stop_cluster_on_signals(loop, cluster, opts.shutdown_timeout_ms);
+
+    for (int slot = 0; slot < opts.server.workers; ++slot) start_worker(m, slot);
+    loop.run();
+    log_event("shutdown complete code=0");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool worker = is_worker_process();
+    init_process(worker ? "worker" : "master");
+    Options opts;
+    Cli cli("lab09", "Suicide signal: a worker whose handler throws tells the master first, so its replacement "
+                     "serves while it drains; the drain is cut after --kill-timeout.");
+    add_server_options(cli, opts.server, /*with_workers=*/true);
+    add_connection_options(cli, opts.limits);
+    cli.integer("shutdown-timeout", &opts.shutdown_timeout_ms, 1, 3600000,
+                "ms the master waits for workers to drain on SIGINT/SIGTERM before SIGKILL");
+    cli.integer("kill-timeout", &opts.kill_timeout_ms, 1, 3600000,
+                "ms a dying worker may drain before it closes what is left and exits");
+    cli.parse(argc, argv);
+    return worker ? run_worker(opts) : run_master(opts, argv);
+}
