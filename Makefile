@@ -38,7 +38,8 @@ $(COMMON_LIB): $(COMMON_OBJS)
 # One rule per lab: every .cpp in labs/labNN_name/ links with common/ into ./labNN.
 define LAB_RULE
 $(1): $(BUILD)/bin/$(1)
-	@cp $(BUILD)/bin/$(1) $(1)
+	@# Replace by rename, never overwrite in place: copying onto a running ./labNN fails (ETXTBSY).
+	@cmp -s $(BUILD)/bin/$(1) $(1) || { cp $(BUILD)/bin/$(1) $(1).tmp && mv -f $(1).tmp $(1); }
 $(BUILD)/bin/$(1): $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard $(2)/*.cpp)) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
 	$$(CXX) $$(BASEFLAGS) $$(CXXFLAGS) $$^ -o $$@ $$(LDLIBS)

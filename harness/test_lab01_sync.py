@@ -16,8 +16,9 @@ def lab(start_lab):
     return start_lab(LAB, *FAST_TIMEOUTS)
 
 
-def timed_get(port, path, results, i):
-    started = time.monotonic()
+def timed_get(port, path, started, results, i):
+    """GET on a fresh connection; records seconds from `started`, one instant shared by every
+    client (a thread that starts late must not look faster)."""
     with connect(port, timeout=30) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         data = b""
@@ -26,10 +27,13 @@ def timed_get(port, path, results, i):
     results[i] = (time.monotonic() - started, parse_responses(data)[0].status)
 
 
+@pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_four_concurrent_sleepers_are_served_one_after_another(lab):
     results = [None] * 4
-    threads = [threading.Thread(target=timed_get, args=(lab.port, "/sleep?ms=200", results, i)) for i in range(4)]
+    started = time.monotonic()
+    threads = [threading.Thread(target=timed_get, args=(lab.port, "/sleep?ms=200", started, results, i))
+               for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -41,6 +45,7 @@ def test_four_concurrent_sleepers_are_served_one_after_another(lab):
         assert 0.2 * k - 0.02 <= latency <= 0.2 * k + 0.25, latencies
 
 
+@pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_throughput_is_one_over_n_whatever_the_concurrency(lab):
     # 4 clients, 100 ms per request: a server that could overlap them would do 40 req/s.
@@ -49,45 +54,55 @@ def test_throughput_is_one_over_n_whatever_the_concurrency(lab):
     assert 8.0 <= report["rps"] <= 10.5, report  # the model: 1/N = 10 req/s
 
 
+@pytest.mark.points(2)
 def test_every_route_and_status(lab):
     contract.check_routes(lab)
 
 
+@pytest.mark.points(1)
 def test_head_has_headers_and_no_body(lab):
     contract.check_head(lab)
 
 
+@pytest.mark.points(1)
 def test_keepalive_follows_http10_and_http11_rules(lab):
     contract.check_keepalive(lab)
 
 
+@pytest.mark.points(1)
 def test_pipelined_requests_are_answered_in_order(lab):
     contract.check_pipelining(lab)
 
 
+@pytest.mark.points(1)
 def test_a_request_sent_one_byte_at_a_time_is_served(lab):
     contract.check_byte_at_a_time(lab)
 
 
+@pytest.mark.points(2)
 def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
     contract.check_bad_input(lab)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(30)
 def test_a_slow_client_is_cut_off_and_the_next_one_then_served(lab):
     contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=True)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_20000_requests_without_an_error(lab):
     contract.check_load(lab, requests=20000, connections=16, keepalive=False)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_ab_reports_no_failed_request(lab):
     contract.check_ab(lab, c=20)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_ab_keepalive_at_the_servers_concurrency_of_one(lab):
     # A sync server holds one connection at a time. With `ab -k -c 20`, 19 connections wait
@@ -96,16 +111,19 @@ def test_ab_keepalive_at_the_servers_concurrency_of_one(lab):
     contract.check_ab_keepalive(lab, c=1)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_siege_reports_full_availability(lab):
     contract.check_siege(lab)
 
 
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_no_zombie_and_stable_fds_after_10000_connections(lab):
     contract.check_hygiene_after_many_connections(lab)
 
 
+@pytest.mark.points(3)
 def test_crash_kills_the_whole_server(lab):
     rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
     assert rs == [] and closed
@@ -114,5 +132,6 @@ def test_crash_kills_the_whole_server(lab):
     assert "terminate called after throwing" in lab.log_text()
 
 
+@pytest.mark.points(2)
 def test_sigterm_exits_cleanly(lab):
     contract.check_sigterm(lab)

@@ -19,11 +19,18 @@ bool stop_requested() { return signal_seen(SIGINT) || signal_seen(SIGTERM); }
 // The whole design: while serve_client runs, nobody else is accepted. Later clients wait in
 // the kernel's accept queue (the listen backlog), already connected, until this loop comes back.
 void run_server(int listen_fd, const ConnectionLimits& limits) {
+    // BEGIN SOLUTION: until asked to stop, accept the next connection and serve it to the end
     while (!stop_requested()) {
         Accepted a = accept_client(listen_fd, /*nonblocking=*/false);
         if (a.status != AcceptStatus::client) continue;  // interrupted or a dead client: look again
         serve_client(std::move(a.fd), limits, stop_requested);
     }
+    // STUB:
+    // (void)limits;
+    // while (!stop_requested()) {
+    //     Accepted a = accept_client(listen_fd, /*nonblocking=*/false);  // accepted, closed unanswered
+    // }
+    // END SOLUTION
 }
 
 }  // namespace
