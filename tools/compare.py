@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""make compare: every stage under the same workloads, one table and one chart.
+
+    python3 tools/compare.py                       every lab, with ./loadgen
+    python3 tools/compare.py --labs "lab01 lab04"  some labs
+    python3 tools/compare.py --tool ab             the same workloads with ab (or siege)
+    python3 tools/compare.py --quick --out /tmp/x  a short run (the tests use it)
+
+Each lab is started the way the harness starts it (--port 0, its own process group, wait for the
+ready line; SIGTERM then SIGKILL at the end), with the same flags where they mean the same thing
+(--workers 2). Three workloads, 8 connections each:
+  /sleep?ms=100 with a connection per request: slow I/O, where the stage's model (1/N, M/N...)
+                predicts the throughput;
+  GET / with a connection per request, and GET / with keep-alive: the cost of the machinery.
+While they run, the lab's process group is sampled (processes, threads, the sum of VmRSS).
+Writes notes/results.md and notes/results.svg (results-ab.* / results-siege.* for other tools).
+Standard library only.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import labinfo  # noqa: E402
+import svg  # noqa: E402
+
+CONNECTIONS = 8
+SLEEP_MS = 100
+DURATION_S = 5
+QUICK_DURATION_S = 1
+TIMEOUT_MS = 2000
+
+
+@dataclass
+class Workload:
+    key: str
+    path: str
+    keepalive: bool
+    title: str
+
+
+WORKLOADS = [
+    Workload("sleep", f"/sleep?ms={SLEEP_MS}", False, f"/sleep?ms={SLEEP_MS}, a connection per request"),
+    Workload("close", "/", False, "GET /, a connection per request"),
+    Workload("keepalive", "/", True, "GET /, keep-alive"),
+]
+
+
+@dataclass
+class Measure:
+    """One workload's figures, whatever tool measured them. None means the tool cannot say."""
+    command: str
+    rps: float = None
+    requests: int = None
+    p50: float = None
+    p99: float = None
+    max_ms: float = None
+    failed: int = None
+    failed_detail: str = ""
+    per_pid: dict = None
+    note: str = ""
+
+
+# --- the load tools ----------------------------------------------------------------------
+class Loadgen:
+    name = "loadgen"
+
+    def __init__(self, root):
+        self.binary = Path(root) / "loadgen"
+
+    def argv(self, url, keepalive, duration):
+        a = [str(self.binary), "--json", "--connections", str(CONNECTIONS), "--duration", f"{duration:g}",
+             "--requests", "100000000", "--timeout", str(TIMEOUT_MS)]
+        return a + (["--keepalive"] if keepalive else []) + [url]
+
+    def run(self, url, keepalive, duration):
+        argv = self.argv(url, keepalive, duration)
+        shown = shell_line(argv)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        if done.returncode != 0:
+            return Measure(shown, note=f"loadgen failed ({done.returncode}): {done.stderr.strip()}")
+        r = json.loads(done.stdout)
+        errors = r["errors"]
+        kinds = [f"{errors[k]} {k}" for k in ("connect", "reset", "timeout", "bad_response") if errors.get(k)]
+        if r.get("non_2xx"):
+            kinds.append(f"{r['non_2xx']} non-2xx")
+        lat = r["latency_ms"]
+        return Measure(shown, rps=r["rps"], requests=r["requests"], p50=lat["p50"], p99=lat["p99"],
+                       max_ms=lat["max"], failed=errors["total"] + r.get("non_2xx", 0),
+                       failed_detail=", ".join(kinds), per_pid={int(k): v for k, v in r["per_pid"].items()})
+
+
+class Ab:
+    """ApacheBench: -t for the duration (ab stops at whichever of -t and -n comes first)."""
+    name = "ab"
+
+    def __init__(self, root):
+        self.binary = shutil.which("ab")
+
+    def argv(self, url, keepalive, duration):
+        # -t first: it resets -n to 50000, and a later -n overrides that.
+        a = [self.binary or "ab", "-t", str(max(1, round(duration))), "-n", "1000000",
+             "-c", str(CONNECTIONS), "-s", str(max(1, TIMEOUT_MS // 1000))]
+        return a + (["-k"] if keepalive else []) + [url]
+
+    def run(self, url, keepalive, duration):
+        argv = self.argv(url, keepalive, duration)
+        shown = shell_line(argv)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        out = done.stdout
+
+        def num(label, cast=float):
+            m = re.search(rf"^{label}:\s+([\d.]+)", out, re.M)
+            return cast(m.group(1)) if m else None
+
+        m = Measure(shown, rps=num("Requests per second"), requests=num("Complete requests", int))
+        # ab prints whole milliseconds: keep them as ints, so the report shows "<1", not "0.00".
+        pct = {k: int(v) for k, v in re.findall(r"^\s+(\d+)%\s+(\d+)", out, re.M)}
+        m.p50, m.p99, m.max_ms = pct.get("50"), pct.get("99"), pct.get("100")
+        failed, non2xx = num("Failed requests", int), num("Non-2xx responses", int) or 0
+        if failed is not None:
+            m.failed = failed + non2xx
+            m.failed_detail = f"{non2xx} non-2xx" if non2xx else ""
+        if done.returncode != 0:
+            total = re.search(r"Total of (\d+) requests completed", done.stdout + done.stderr)
+            reason = (done.stderr.strip().splitlines() or ["?"])[-1]
+            m.note = f"ab gave up ({reason})" + (f" after {total.group(1)} requests" if total else "")
+            m.failed_detail = m.failed_detail or "ab gave up"
+        return m
+
+
+class Siege:
+    """siege -b (no think time) -t NS, keep-alive or close set in an rc file (siege has no flag
+    for it), final stats as JSON (-j). siege reports no percentiles and no per-server split."""
+    name = "siege"
+
+    def __init__(self, root):
+        self.binary = shutil.which("siege")
+
+    def argv(self, url, keepalive, duration, rc="SIEGERC"):
+        return [self.binary or "siege", "-R", rc, "-b", "-j", "-c", str(CONNECTIONS),
+                "-t", f"{max(1, round(duration))}S", url]
+
+    def run(self, url, keepalive, duration):
+        home = tempfile.mkdtemp(prefix="siege-home-")  # siege writes a config under $HOME
+        rc = Path(home) / "siegerc"
+        rc.write_text(f"connection = {'keep-alive' if keepalive else 'close'}\n"
+                      f"timeout = {max(1, TIMEOUT_MS // 1000)}\nlogging = false\nshow-logfile = false\n"
+                      "protocol = HTTP/1.1\nparser = false\nfailures = 1000000\n")
+        argv = self.argv(url, keepalive, duration, str(rc))
+        shown = shell_line(self.argv(url, keepalive, duration, "siegerc")) + \
+            f"   # siegerc: connection = {'keep-alive' if keepalive else 'close'}, timeout = {max(1, TIMEOUT_MS // 1000)}"
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                                  env=dict(os.environ, HOME=home), cwd=home)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        m = Measure(shown)
+        start = done.stdout.find("{")
+        try:
+            r = json.loads(done.stdout[start:]) if start >= 0 else {}
+        except ValueError:
+            r = {}
+        if not r:
+            m.note = f"siege printed no statistics ({done.returncode}): {done.stderr.strip()[-200:]}"
+            return m
+        m.rps = r.get("transaction_rate")
+        m.requests = r.get("transactions")
+        m.failed = r.get("failed_transactions")
+        if r.get("longest_transaction") is not None:
+            m.max_ms = r["longest_transaction"] * 1000
+        if r.get("concurrency") is not None:
+            m.note = f"siege's concurrency {r['concurrency']:.2f}, availability {r.get('availability')}%"
+        return m
+
+
+TOOLS = {"loadgen": Loadgen, "ab": Ab, "siege": Siege}
+
+CAVEATS = {
+    "loadgen": "",
+    "ab": ("ab prints latencies in whole milliseconds (<1: under one). It counts a request only once "
+           "it completes, so a keep-alive connection the server never serves is no failure to ab: "
+           "compare the keep-alive rows of lab01-lab03 with loadgen's timeouts in results.md. ab "
+           "cannot see X-Worker-Pid, so the split is n/a."),
+    "siege": ("siege prints no percentiles (p99 n/a) and cannot see X-Worker-Pid (split n/a). Like ab, "
+              "it counts a request only when it completes or errors, so keep-alive users the server "
+              "never serves are no failure to it; its `concurrency` (the mean number of requests in "
+              "flight, in the tables below) shows them instead: with keep-alive, about 1 for lab01, "
+              "M for lab02 and T for lab03's pool."),
+}
+
+
+def shell_line(argv):
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# --- running one lab ---------------------------------------------------------------------
+@dataclass
+class LabResult:
+    lab: labinfo.LabSource
+    profile: labinfo.Profile
+    command: str = ""
+    measures: dict = field(default_factory=dict)
+    processes: int = 0
+    threads: int = 0
+    rss_kib: int = 0
+    exit_code: int = None
+    leftovers: list = field(default_factory=list)
+    error: str = ""
+
+    def predicted(self):
+        return self.profile.predict(CONNECTIONS, SLEEP_MS / 1000)
+
+
+class Sampler(threading.Thread):
+    """Samples the lab's process group every 100 ms; keeps the peaks."""
+
+    def __init__(self, running):
+        super().__init__(daemon=True)
+        self.running = running
+        self.stop_flag = threading.Event()
+        self.peak = labinfo.GroupSample(0, 0, 0)
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            s = self.running.sample()
+            self.peak = labinfo.GroupSample(max(self.peak.processes, s.processes),
+                                            max(self.peak.threads, s.threads),
+                                            max(self.peak.rss_kib, s.rss_kib))
+            self.stop_flag.wait(0.1)
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join()
+        return self.peak
+
+
+def progress(text, end="\n"):
+    print(text, end=end, file=sys.stderr, flush=True)
+
+
+def run_lab(lab, tool, duration, index, total):
+    prof = labinfo.profile(lab)
+    result = LabResult(lab, prof)
+    result.command = shell_line([f"./{lab.short}", "--port", "0", *prof.args])
+    progress(f"[{index}/{total}] {lab.short} {lab.stage()}\n        {result.command}")
+    try:
+        running = labinfo.RunningLab(lab, prof.args)
+    except labinfo.LabError as e:
+        result.error = str(e).splitlines()[0]
+        progress(f"        could not start: {result.error}")
+        return result
+    with running:
+        sampler = Sampler(running)
+        sampler.start()
+        for w in WORKLOADS:
+            progress(f"        {w.title:<40} ", end="")
+            try:
+                m = tool.run(running.url + w.path, w.keepalive, duration)
+            except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                m = Measure(f"{tool.name} {running.url + w.path}", note=f"{tool.name} failed: {e}")
+            if running.proc.poll() is not None:
+                m.note = (m.note + "; " if m.note else "") + f"the lab exited ({running.proc.returncode})"
+            result.measures[w.key] = m
+            shown = f"{m.rps:,.1f} req/s" if m.rps is not None else "n/a"
+            if m.failed:
+                shown += f", {m.failed} failed"
+            progress(shown + (f"  ({m.note})" if m.note else ""))
+        peak = sampler.finish()
+        result.processes, result.threads, result.rss_kib = peak.processes, peak.threads, peak.rss_kib
+        result.exit_code, result.leftovers = running.stop()
+    if result.leftovers:
+        progress(f"        left behind after SIGTERM (killed): {result.leftovers}")
+    return result
+
+
+# --- the report --------------------------------------------------------------------------
+def fmt_rps(v, digits=0):
+    return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+def fmt_ms(v):
+    if v is None or v != v:
+        return "n/a"
+    if isinstance(v, int):  # a tool that reports whole milliseconds (ab)
+        return "<1" if v == 0 else str(v)
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
+
+
+def split_shares(per_pid):
+    """'51% · 49%' from loadgen's per_pid, biggest first; 'n/a' when the tool cannot say."""
+    if per_pid is None:
+        return None
+    total = sum(per_pid.values())
+    if not total:
+        return []
+    return sorted((100.0 * n / total for n in per_pid.values()), reverse=True)
+
+
+def fmt_split(per_pid):
+    shares = split_shares(per_pid)
+    if shares is None:
+        return "n/a"
+    if not shares:
+        return "none"
+    return f"{len(shares)} pid{'s' if len(shares) > 1 else ''}: " + " · ".join(f"{s:.0f}%" for s in shares)
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "kernel": f"{platform.system()} {platform.release()}",
+            "cpu": cpu or platform.machine()}
+
+
+def total_failed(r):
+    values = [m.failed for m in r.measures.values() if m.failed is not None]
+    return sum(values) if values else None
+
+
+def write_markdown(results, tool, duration, path, started, elapsed, argv_line):
+    mach = machine()
+    lines = [
+        "# Every stage under the same load",
+        "",
+        f"Measured by `{argv_line}` on {started:%Y-%m-%d %H:%M} (took {elapsed:.0f} s), "
+        f"on a {mach['nproc']}-core machine: {mach['cpu']}, {mach['kernel']}. "
+        f"Load tool: {tool.name}. Each workload runs {duration:g} s with {CONNECTIONS} connections "
+        f"and a {TIMEOUT_MS} ms per-request timeout; the load tool runs on the same cores as the lab. "
+        "One run, on a machine other jobs may share: expect a few percent of noise (tens of percent "
+        "on GET /), and re-run before trusting a small difference. The chart: "
+        f"[{path.with_suffix('.svg').name}]({path.with_suffix('.svg').name}).",
+        "",
+        "| lab | stage | model | /sleep?ms=100 req/s | model predicts | GET / req/s, conn per request "
+        "| GET / req/s, keep-alive | p99 ms: sleep · conn · k-a | failed | processes (threads) "
+        "| RSS MiB | split across pids (GET /, conn per request) |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in results:
+        if r.error:
+            lines.append(f"| {r.lab.short} | {r.lab.title()} | {r.profile.model} | could not start: "
+                         f"{r.error} | | | | | | | | |")
+            continue
+        s, c, k = (r.measures.get(key) for key in ("sleep", "close", "keepalive"))
+        failed = total_failed(r)
+        lines.append(
+            f"| {r.lab.short} | {r.lab.title()} | {r.profile.model} ({r.profile.concurrency}) "
+            f"| {fmt_rps(s.rps, 1)} | {r.predicted():.0f} | {fmt_rps(c.rps)} | {fmt_rps(k.rps)} "
+            f"| {fmt_ms(s.p99)} · {fmt_ms(c.p99)} · {fmt_ms(k.p99)} "
+            f"| {'n/a' if failed is None else failed} | {r.processes} ({r.threads}) "
+            f"| {r.rss_kib / 1024:.1f} | {fmt_split(c.per_pid)} |")
+    lines += [
+        "",
+        "## How to read this",
+        "",
+        *([CAVEATS[tool.name], ""] if CAVEATS.get(tool.name) else []),
+        f"`/sleep?ms={SLEEP_MS}` is slow I/O: each request waits {SLEEP_MS} ms and uses no CPU, so "
+        "the throughput is set by how many requests the stage overlaps, which is what the material's "
+        f"models say. With N = {SLEEP_MS / 1000:g} s and c = {CONNECTIONS} connections: a sync server "
+        f"does 1/N = {1000 / SLEEP_MS:.0f} req/s whatever c is; M forked copies do M/N; a pool of T "
+        "threads does T/N; a thread per connection or an event loop overlaps every connection, c/N. "
+        "Put the measured column beside the prediction: where they agree, the model explains the "
+        "stage. Expect the measure about 2% under the model even when the model holds: the load "
+        f"tool counts what completes within the run, and the last round of {SLEEP_MS} ms "
+        "requests is still in flight when it stops. GET / costs "
+        "almost nothing to answer, so its columns measure the machinery instead: a connection per "
+        "request pays for accept, a new socket and the close; keep-alive shows the bare loop. With "
+        "two cores shared by the server and the load client, more processes cannot buy much there. "
+        "Read `failed` with the keep-alive column: a server that holds one connection per process "
+        "(or per thread) leaves the other keep-alive connections waiting in the accept queue; each "
+        f"of their requests times out after {TIMEOUT_MS} ms, while the p99 and the req/s count only "
+        "the connections that were served (the tables below say what kind each failure was). "
+        "`processes` and `RSS` are the peaks of the lab's process group while it ran (VmRSS summed "
+        "over its processes, so pages shared after fork count once per process, as `ps` shows "
+        "them). The split is how GET / requests spread over the pids that answered (X-Worker-Pid): "
+        "even for round-robin, skewed where the kernel or the first process awake decides.",
+        "",
+        "## Flags, per lab",
+        "",
+    ]
+    for r in results:
+        lines.append(f"- **{r.lab.short}** `{r.command}`: {r.profile.note}; model {r.profile.model}, "
+                     f"{r.profile.concurrency}, predicts {r.predicted():.0f} req/s.")
+    lines += ["", "## Commands and every figure", ""]
+    lines.append(f"Each lab was started as shown (URL from its ready line), then, in order:")
+    lines.append("")
+    for r in results:
+        if r.error:
+            continue
+        lines.append(f"### {r.lab.short}: {r.lab.stage()}")
+        lines.append("")
+        lines.append(f"`{r.command}`; on SIGTERM it exited with {r.exit_code}"
+                     + (f"; left behind and killed: {r.leftovers}" if r.leftovers else "; nothing left behind")
+                     + ".")
+        lines.append("")
+        lines.append("| workload | command | requests | req/s | p50 ms | p99 ms | max ms | failed | per pid |")
+        lines.append("|---|---|--:|--:|--:|--:|--:|--:|---|")
+        for w in WORKLOADS:
+            m = r.measures.get(w.key)
+            if m is None:
+                continue
+            pids = "n/a" if m.per_pid is None else ", ".join(
+                f"{pid}: {n}" for pid, n in sorted(m.per_pid.items(), key=lambda kv: -kv[1]))
+            failed = "n/a" if m.failed is None else str(m.failed) + (f" ({m.failed_detail})" if m.failed_detail else "")
+            note = f" ({m.note})" if m.note else ""
+            lines.append(f"| {w.title} | `{m.command.replace(r.lab.root.as_posix() + '/', './')}` "
+                         f"| {'n/a' if m.requests is None else m.requests} | {fmt_rps(m.rps, 1)}{note} "
+                         f"| {fmt_ms(m.p50)} | {fmt_ms(m.p99)} | {fmt_ms(m.max_ms)} | {failed} | {pids} |")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_svg(results, tool, duration, path, started):
+    ok = [r for r in results if not r.error]
+    hollow = svg.Layer(0, fill="none", stroke="#333", dash=True)
+    solid = svg.Layer(0, fill=svg.BLUE)
+
+    def row(r, slots):
+        return svg.Row(r.lab.short, r.lab.title(), slots)
+
+    sleep_rows = []
+    for r in ok:
+        m = r.measures["sleep"]
+        pred = r.predicted()
+        label = f"{fmt_rps(m.rps, 1)} (model {r.profile.model} = {pred:.0f})"
+        sleep_rows.append(row(r, [svg.Slot([
+            svg.Layer(pred, fill="none", stroke="#333", dash=True),
+            svg.Layer(m.rps, fill=svg.BLUE)], label)]))
+    get_rows = []
+    for r in ok:
+        c, k = r.measures["close"], r.measures["keepalive"]
+        kf = f", {k.failed} failed" if k.failed else ""
+        get_rows.append(row(r, [
+            svg.Slot([svg.Layer(c.rps, fill=svg.ORANGE)], fmt_rps(c.rps)),
+            svg.Slot([svg.Layer(k.rps, fill=svg.GREEN)], fmt_rps(k.rps) + kf)]))
+    mem_rows = []
+    for r in ok:
+        mib = r.rss_kib / 1024
+        mem_rows.append(row(r, [svg.Slot([svg.Layer(mib, fill=svg.PINK)],
+                                         f"{mib:.1f} MiB, {r.processes} proc, {r.threads} thr")]))
+    panels = [
+        svg.Panel(f"/sleep?ms={SLEEP_MS} with {CONNECTIONS} connections: measured against the model",
+                  " req/s", sleep_rows,
+                  legend=[(solid, "measured"), (hollow, "model predicts")]),
+        svg.Panel("GET /: the cost of the machinery", " req/s", get_rows,
+                  legend=[(svg.Layer(0, fill=svg.ORANGE), "a connection per request"),
+                          (svg.Layer(0, fill=svg.GREEN), "keep-alive")]),
+        svg.Panel("Memory: VmRSS summed over the lab's processes (peak)", " MiB", mem_rows,
+                  legend=[(svg.Layer(0, fill=svg.PINK), "RSS")]),
+    ]
+    split_rows = []
+    for r in ok:
+        shares = split_shares(r.measures["close"].per_pid)
+        if shares is None:
+            continue
+        layers, start = [], 0.0
+        for i, s in enumerate(shares):
+            layers.append(svg.Layer(s, fill=svg.SPLIT_COLOURS[i % len(svg.SPLIT_COLOURS)], start=start,
+                                    text=f"{s:.0f}%"))
+            start += s
+        split_rows.append(row(r, [svg.Slot(layers, f"{len(shares)} pid{'s' if len(shares) != 1 else ''}")]))
+    if split_rows:
+        panels.append(svg.Panel("Who answered GET / (X-Worker-Pid), share of requests per pid", "%",
+                                split_rows, max_value=100,
+                                note="one colour per process, biggest share first"))
+    mach = machine()
+    subtitle = (f"{tool.name}, {CONNECTIONS} connections, {duration:g} s per workload, "
+                f"{started:%Y-%m-%d}, {mach['nproc']} cores, {mach['kernel']}")
+    path.write_text(svg.chart("clusterlab: every stage under the same load", subtitle, panels,
+                              footer=f"Drawn by tools/compare.py from the figures in {path.with_suffix('.md').name}."))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tool", default="loadgen", choices=sorted(TOOLS))
+    ap.add_argument("--labs", default="", help='labs to run, e.g. "lab01 lab04" (default: all)')
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION_S} s per workload (tests)")
+    ap.add_argument("--duration", type=float, help=f"seconds per workload (default {DURATION_S})")
+    ap.add_argument("--out", help="directory for results.md and results.svg (default notes/)")
+    ap.add_argument("--root", default=str(labinfo.REPO), help=argparse.SUPPRESS)
+    ap.add_argument("--no-build", action="store_true", help="do not run make first")
+    args = ap.parse_args(argv)
+
+    root = Path(args.root)
+    try:
+        labs = [labinfo.resolve(n, root) for n in args.labs.split()] if args.labs.strip() \
+            else labinfo.find_labs(root)
+    except labinfo.LabError as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    if not labs:
+        print("compare: no labs found under labs/", file=sys.stderr)
+        return 2
+    tool = TOOLS[args.tool](root)
+    if args.tool != "loadgen" and not tool.binary:
+        pkg = {"ab": "apache2-utils", "siege": "siege"}[args.tool]
+        print(f"compare: {args.tool} is not installed (apt-get install {pkg})", file=sys.stderr)
+        return 2
+    duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
+    if not args.no_build:
+        try:
+            labinfo.build([l.short for l in labs] + ["loadgen"], root)
+        except labinfo.LabError as e:
+            print(f"compare: {e}", file=sys.stderr)
+            return 2
+
+    out = Path(args.out) if args.out else root / "notes"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "results" if args.tool == "loadgen" else f"results-{args.tool}"
+    md, chart = out / f"{stem}.md", out / f"{stem}.svg"
+
+    started = datetime.datetime.now()
+    t0 = time.monotonic()
+    progress(f"compare: {len(labs)} lab(s) x {len(WORKLOADS)} workloads x {duration:g} s with {tool.name}, "
+             f"{CONNECTIONS} connections")
+    results = [run_lab(lab, tool, duration, i, len(labs)) for i, lab in enumerate(labs, 1)]
+    elapsed = time.monotonic() - t0
+
+    every_lab = [l.short for l in labs] == [l.short for l in labinfo.find_labs(root)]
+    argv_line = "make compare" + (f" TOOL={args.tool}" if args.tool != "loadgen" else "") + \
+        (f' LABS="{args.labs.strip()}"' if args.labs.strip() and not every_lab else "")
+    if args.quick or args.duration:
+        argv_line = "python3 tools/compare.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    write_markdown(results, tool, duration, md, started, elapsed, argv_line)
+    write_svg(results, tool, duration, chart, started)
+    progress(f"compare: wrote {md} and {chart} in {elapsed:.0f} s")
+    bad = [r.lab.short for r in results if r.error or r.leftovers]
+    if bad:
+        progress(f"compare: problems with {', '.join(bad)} (see above)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
