@@ -354,7 +354,7 @@ def test_compare_quick_writes_the_table_and_the_chart(tmp_path, load_tool):
     assert row["model"].startswith("1/N") and row["model predicts"] == "10"
     # The sync server under 8 sleepers: the model's 10 req/s, never more (1 s runs count fewer).
     sleep_rps = float(row["/sleep?ms=100 req/s"])
-    assert 4.0 <= sleep_rps <= 10.5, row
+    assert 4.0 <= sleep_rps <= 10.5, (row, md[md.find("### lab01"):])
     assert float(row["GET / req/s, conn per request"].replace(",", "")) > 100
     assert row["processes (threads)"] == "1 (1)"
     assert 0.3 < float(row["RSS MiB"]) < 200
