@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import (exchange, fd_count, get, run_ab, run_load, run_siege, wait_until,
                       zombies_of, connect, parse_responses)
 
@@ -203,3 +205,79 @@ def check_sigterm(lab):
     lab.signal(signal.SIGTERM)
     assert lab.wait_exit(10) == 0
     wait_until(lambda: not lab.processes(), 5, what=f"processes {members} to exit")
+
+
+class ContractTests:
+    """The shared contract as tests. A lab's test file defines its `lab` fixture and says
+
+        class TestContract(contract.ContractTests):
+            slow_clients_wait = True     # what differs for this lab, if anything
+
+    and pytest runs every check below against that lab, as `TestContract::test_…`."""
+
+    # True where one stalled client holds the only server (lab01): the next client is served
+    # once the stalled one is cut off, not at once.
+    slow_clients_wait = False
+    # How many keep-alive connections the lab serves at once. A server that holds one connection
+    # per process leaves the others waiting until an idle one is closed, and ab counts each
+    # server-closed idle connection as a failed request (see notes/lab01_sync.md).
+    ab_keepalive_concurrency = 20
+    header_timeout_s = 1.5  # the lab must be started with --header-timeout 1500
+
+    @pytest.mark.points(2)
+    def test_every_route_and_status(self, lab):
+        check_routes(lab)
+
+    @pytest.mark.points(1)
+    def test_head_has_headers_and_no_body(self, lab):
+        check_head(lab)
+
+    @pytest.mark.points(1)
+    def test_keepalive_follows_http10_and_http11_rules(self, lab):
+        check_keepalive(lab)
+
+    @pytest.mark.points(1)
+    def test_pipelined_requests_are_answered_in_order(self, lab):
+        check_pipelining(lab)
+
+    @pytest.mark.points(1)
+    def test_a_request_sent_one_byte_at_a_time_is_served(self, lab):
+        check_byte_at_a_time(lab)
+
+    @pytest.mark.points(2)
+    def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(self, lab):
+        check_bad_input(lab)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(30)
+    def test_a_slow_client_gets_408_and_harms_nobody(self, lab):
+        check_slow_client(lab, header_timeout_s=self.header_timeout_s, others_wait=self.slow_clients_wait)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(120)
+    def test_20000_requests_without_an_error(self, lab):
+        check_load(lab, requests=20000, connections=16, keepalive=False)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(120)
+    def test_ab_reports_no_failed_request(self, lab):
+        check_ab(lab, c=20)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(120)
+    def test_ab_keepalive_keeps_every_request_alive(self, lab):
+        check_ab_keepalive(lab, c=self.ab_keepalive_concurrency)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(120)
+    def test_siege_reports_full_availability(self, lab):
+        check_siege(lab)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(120)
+    def test_no_zombie_and_stable_fds_after_10000_connections(self, lab):
+        check_hygiene_after_many_connections(lab)
+
+    @pytest.mark.points(2)
+    def test_sigterm_exits_cleanly(self, lab):
+        check_sigterm(lab)

@@ -54,75 +54,6 @@ def test_throughput_is_one_over_n_whatever_the_concurrency(lab):
     assert 8.0 <= report["rps"] <= 10.5, report  # the model: 1/N = 10 req/s
 
 
-@pytest.mark.points(2)
-def test_every_route_and_status(lab):
-    contract.check_routes(lab)
-
-
-@pytest.mark.points(1)
-def test_head_has_headers_and_no_body(lab):
-    contract.check_head(lab)
-
-
-@pytest.mark.points(1)
-def test_keepalive_follows_http10_and_http11_rules(lab):
-    contract.check_keepalive(lab)
-
-
-@pytest.mark.points(1)
-def test_pipelined_requests_are_answered_in_order(lab):
-    contract.check_pipelining(lab)
-
-
-@pytest.mark.points(1)
-def test_a_request_sent_one_byte_at_a_time_is_served(lab):
-    contract.check_byte_at_a_time(lab)
-
-
-@pytest.mark.points(2)
-def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
-    contract.check_bad_input(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(30)
-def test_a_slow_client_is_cut_off_and_the_next_one_then_served(lab):
-    contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=True)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_20000_requests_without_an_error(lab):
-    contract.check_load(lab, requests=20000, connections=16, keepalive=False)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_ab_reports_no_failed_request(lab):
-    contract.check_ab(lab, c=20)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_ab_keepalive_at_the_servers_concurrency_of_one(lab):
-    # A sync server holds one connection at a time. With `ab -k -c 20`, 19 connections wait
-    # until the first is closed for idling, and ab counts each server-closed idle connection as
-    # a failed request: the notes show that run. At the concurrency it can serve, all is kept alive.
-    contract.check_ab_keepalive(lab, c=1)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_siege_reports_full_availability(lab):
-    contract.check_siege(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_no_zombie_and_stable_fds_after_10000_connections(lab):
-    contract.check_hygiene_after_many_connections(lab)
-
-
 @pytest.mark.points(3)
 def test_crash_kills_the_whole_server(lab):
     rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -132,6 +63,10 @@ def test_crash_kills_the_whole_server(lab):
     assert "terminate called after throwing" in lab.log_text()
 
 
-@pytest.mark.points(2)
-def test_sigterm_exits_cleanly(lab):
-    contract.check_sigterm(lab)
+class TestContract(contract.ContractTests):
+    """The contract every lab shares (harness/contract.py), run against this lab."""
+    slow_clients_wait = True
+    # A sync server holds one connection at a time. With `ab -k -c 20`, 19 connections wait
+    # until the first is closed for idling, and ab counts each server-closed idle connection as
+    # a failed request: the notes show that run. At the concurrency it can serve, all is kept alive.
+    ab_keepalive_concurrency = 1

@@ -293,61 +293,8 @@ def test_bad_command_lines_exit_2():
 
 # --- the shared contract (default mode: epoll) ----------------------------------------------------
 
-@pytest.mark.points(2)
-def test_every_route_and_status(lab):
-    contract.check_routes(lab)
 
-
-@pytest.mark.points(1)
-def test_head_has_headers_and_no_body(lab):
-    contract.check_head(lab)
-
-
-@pytest.mark.points(1)
-def test_keepalive_follows_http10_and_http11_rules(lab):
-    contract.check_keepalive(lab)
-
-
-@pytest.mark.points(1)
-def test_pipelined_requests_are_answered_in_order(lab):
-    contract.check_pipelining(lab)
-
-
-@pytest.mark.points(1)
-def test_a_request_sent_one_byte_at_a_time_is_served(lab):
-    contract.check_byte_at_a_time(lab)
-
-
-@pytest.mark.points(2)
-def test_bad_requests_get_4xx_and_a_close_and_harm_nobody(lab):
-    contract.check_bad_input(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(30)
-def test_a_slow_client_is_cut_off_and_others_are_served_meanwhile(lab):
-    contract.check_slow_client(lab, header_timeout_s=1.5, others_wait=False)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_20000_requests_without_an_error(lab):
-    contract.check_load(lab, requests=20000, connections=16, keepalive=False)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_ab_reports_no_failed_request(lab):
-    contract.check_ab(lab, c=20)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_siege_reports_full_availability(lab):
-    contract.check_siege(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_no_zombie_and_stable_fds_after_10000_connections(lab):
-    contract.check_hygiene_after_many_connections(lab)
+class TestContract(contract.ContractTests):
+    """The contract every lab shares (harness/contract.py), run against this lab."""
+    test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
+    test_sigterm_exits_cleanly = None  # its own version is above
