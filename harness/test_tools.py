@@ -23,7 +23,7 @@ sys.path.insert(0, str(TOOLS))
 import exercise  # noqa: E402
 import labinfo  # noqa: E402
 
-ROUND_TRIP_TESTS = "four_concurrent or every_route"
+ROUND_TRIP_TESTS = "four_concurrent or one_over_n"
 
 
 def tool(name, *args, cwd=REPO, timeout=120, stdlib_only=True):
