@@ -23,6 +23,8 @@ TOOLS := loadgen
 
 .PHONY: all labs test unit bench clean help $(LABS)
 .DEFAULT_GOAL := all
+# Keep object files make would otherwise delete as intermediates (and rebuild next time).
+.SECONDARY:
 
 all: $(LABS) $(TOOLS) $(UNIT_BINS)
 labs: $(LABS)
