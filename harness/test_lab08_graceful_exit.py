@@ -3,18 +3,17 @@ flight (Connection: close), and exits 1; the master forks a replacement when it 
 
 The checks that labs 09 and 10 share (they keep this lab's behaviour) live in supervision.py.
 """
-import os
-import random
 import signal
-import socket
-import threading
-import time
 
 import pytest
 
-from conftest import connect, fd_count, parse_responses, run_load, wait_until, zombies_of
+from conftest import wait_until
 import contract
-from supervision import *  # noqa: F403  (the shared checks and helpers)
+from supervision import (
+    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
+    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, connections_per_worker, read_response,
+    request, wait_workers)
 
 LAB = "lab08"
 
