@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 namespace {
-// The spare descriptor for surviving EMFILE (opened lazily, once per process; a forked child
-// inherits its own copy, which is exactly what it needs).
+// The spare descriptor for surviving EMFILE: opened once per process, when it first listens or
+// serves (arm_accept_spare); a forked child inherits its own copy, which is exactly what it needs.
 int g_spare_fd = -1;
 
 void arm_spare() {
@@ -71,7 +71,6 @@ int local_port(int fd) {
     if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
     return -1;
 }
-
 
 void arm_accept_spare() { arm_spare(); }
 
