@@ -27,7 +27,6 @@ Worker* Cluster::fork_worker(int slot) {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
     w->pid = pid;
-    w->forked_at_ms = monotonic_ms();
     w->channel = std::make_unique<Channel>(std::move(master_end));
     Worker* raw = w.get();
     workers_.push_back(std::move(w));
@@ -102,12 +101,6 @@ std::vector<Worker*> Cluster::workers() {
     std::vector<Worker*> out;
     for (auto& w : workers_) out.push_back(w.get());
     return out;
-}
-
-Worker* Cluster::find(pid_t pid) {
-    for (auto& w : workers_)
-        if (w->pid == pid) return w.get();
-    return nullptr;
 }
 
 size_t Cluster::listening_count() const {

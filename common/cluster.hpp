@@ -34,7 +34,6 @@ struct Worker {
     bool online = false;
     bool listening = false;
     bool suicide = false;  // lab09: it announced its own death
-    long long forked_at_ms = 0;
 };
 
 class Cluster {
@@ -57,7 +56,6 @@ public:
     bool send(Worker& w, const JsonObject& message, int fd = -1);
 
     std::vector<Worker*> workers();
-    Worker* find(pid_t pid);
     size_t size() const { return workers_.size(); }
     size_t listening_count() const;
 

@@ -28,7 +28,6 @@ public:
     bool add(int fd, uint32_t events, IoCallback cb);
     bool modify(int fd, uint32_t events);
     void remove(int fd);
-    bool watching(int fd) const { return handlers_.count(fd) != 0; }
 
     // Runs `cb` once, `ms` from now. Cancelling an expired or unknown id is harmless.
     TimerId add_timer(long ms, TimerCallback cb);
@@ -42,11 +41,9 @@ public:
     // again resumes (nothing is lost: level-triggered fds report again).
     void run();
     void stop() { running_ = false; }
-    bool running() const { return running_; }
 
     // The time this iteration started (monotonic ms): cheap "now" for timeouts.
     long long now() const { return now_; }
-    int epoll_fd() const { return epoll_.get(); }
 
 private:
     struct Handler {

@@ -209,7 +209,6 @@ void HttpServer::respond(Conn& c, int status, const std::string& body, std::stri
         c.out_off = 0;
     }
     append_response(c.out, status, body, c.pending.version_minor, keep_alive, c.pending.is_head(), extra_headers);
-    ++served_;
 }
 
 bool HttpServer::idle(const Conn& c) const {

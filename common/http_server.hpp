@@ -51,7 +51,6 @@ public:
     size_t close_all();
 
     size_t connection_count() const { return conns_.size(); }
-    uint64_t requests_served() const { return served_; }
 
 private:
     struct Conn;
@@ -74,7 +73,6 @@ private:
     ComputeFn compute_;
     std::unordered_map<int, std::unique_ptr<Conn>> conns_;
     uint64_t next_id_ = 1;
-    uint64_t served_ = 0;
     bool sweeping_ = false;
     EventLoop::TimerId sweep_timer_ = 0;
     bool draining_ = false;

@@ -64,13 +64,6 @@ bool take_signal(int sig) {
 
 bool signal_seen(int sig) { return g_seen[sig] != 0; }
 
-void block_signal(int sig) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-}
-
 std::string describe_exit(int status) {
     if (WIFEXITED(status)) return "code=" + std::to_string(WEXITSTATUS(status)) + " signal=none";
     if (WIFSIGNALED(status)) {

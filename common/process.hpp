@@ -22,9 +22,6 @@ bool take_signal(int sig);
 // True if `sig` arrived at any time (not cleared).
 bool signal_seen(int sig);
 
-// Blocks `sig` in this thread and returns nothing; used before signalfd and before threads.
-void block_signal(int sig);
-
 // "code=1 signal=none" or "code=none signal=SIGKILL", for the exit event.
 std::string describe_exit(int wait_status);
 
