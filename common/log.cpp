@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -22,8 +23,18 @@ std::string vformat(const char* fmt, va_list ap) {
     return out;
 }
 
+// " t=SECONDS.mmm": the wall clock, so the logs of several processes and a client's own timings
+// (loadgen --trace) can be laid on one time axis.
+std::string timestamp() {
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, " t=%lld.%03ld", static_cast<long long>(now.tv_sec), now.tv_nsec / 1000000);
+    return buf;
+}
+
 void write_line(const std::string& text) {
-    std::string line = "[" + std::string(g_role) + " " + std::to_string(getpid()) + "] " + text + "\n";
+    std::string line = "[" + std::string(g_role) + " " + std::to_string(getpid()) + "] " + text + timestamp() + "\n";
     // One write(2) per line is the whole point: a short write to a pipe under PIPE_BUF
     // (4096 bytes) is atomic, so concurrent writers never interleave inside a line.
     const char* p = line.data();

@@ -1,6 +1,7 @@
 // log.hpp — the event log of the contract, and the two tiers of error reporting.
 //
-// Every line is `[ROLE PID] EVENT key=value…` and reaches stderr in a single write(2), so
+// Every line is `[ROLE PID] EVENT key=value… t=SECONDS.mmm` (the wall clock, to the millisecond,
+// so the lines of several processes can be laid side by side) and reaches stderr in a single write(2), so
 // lines from a master and its workers never interleave, even when they share the terminal.
 #pragma once
 
@@ -11,7 +12,7 @@
 void set_log_role(const char* role);
 const char* log_role();
 
-// Formats like printf and writes "[ROLE PID] <text>\n" with one write(2).
+// Formats like printf and writes "[ROLE PID] <text> t=SECONDS.mmm\n" with one write(2).
 void log_event(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Set-up failure tier: "[ROLE PID] fatal CALL: strerror(errno)" then exit(1).

@@ -1,7 +1,9 @@
 #include "router.hpp"
 #include "process.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -77,7 +79,13 @@ Action route(const Request& req) {
         a.kind = Action::Kind::crash;
         return a;
     }
-    return reply(404, "not found: try / /sleep?ms=N /compute?n=N /crash /pid\n");
+    if (path == "/bytes") {
+        Action a;
+        long long n;
+        if (!number_param(req, "n", kDefaultBytes, kMaxBytes, &n, &a)) return a;
+        return reply(200, bytes_body(n));
+    }
+    return reply(404, "not found: try / /sleep?ms=N /compute?n=N /crash /pid /bytes?n=N\n");
 }
 
 uint64_t long_computation(long long n) {
@@ -89,6 +97,17 @@ uint64_t long_computation(long long n) {
         sum += x >> 33;
     }
     return sum;
+}
+
+std::string bytes_body(long long n) {
+    std::string body(static_cast<size_t>(n), '\n');
+    char line[24];
+    for (long long off = 0; off < n; off += 16) {
+        std::snprintf(line, sizeof line, "%015llx", off);
+        body.replace(static_cast<size_t>(off), static_cast<size_t>(std::min<long long>(15, n - off)), line,
+                     static_cast<size_t>(std::min<long long>(15, n - off)));
+    }
+    return body;
 }
 
 std::string sleep_body(long ms) { return "slept " + std::to_string(ms) + " ms\n"; }

@@ -24,10 +24,17 @@ constexpr long kDefaultSleepMs = 100;
 constexpr long kMaxSleepMs = 600000;
 constexpr long long kDefaultComputeN = 300000000;  // ~0.3-1 s of one core
 constexpr long long kMaxComputeN = 100000000000LL;
+constexpr long long kDefaultBytes = 1024;
+constexpr long long kMaxBytes = 64LL * 1024 * 1024;
 
-// GET|HEAD /  /sleep?ms=N  /compute?n=N  /crash  /pid; 405 for other methods, 404 otherwise.
+// GET|HEAD /  /sleep?ms=N  /compute?n=N  /crash  /pid  /bytes?n=N; 405 for other methods, 404
+// otherwise.
 Action route(const Request& req);
 
+// The body of /bytes?n=N: 16-byte lines, each the hex offset of its first byte ("00000000000010\n"
+// is the second), cut at N. Every byte says where it belongs, so a relay that loses, repeats or
+// reorders a single line changes the body's hash, and `curl /bytes?n=64` is readable.
+std::string bytes_body(long long n);
 // The material's longComputation: a CPU-bound loop the compiler cannot fold away.
 uint64_t long_computation(long long n);
 
