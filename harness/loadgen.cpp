@@ -2,6 +2,7 @@
 // Reports throughput, latency percentiles, status codes, transport errors and the split per X-Worker-Pid.
 // Run: `make loadgen && ./loadgen --connections 32 --requests 20000 --keepalive http://127.0.0.1:8000/`
 // Mirrors ab (-n, -c, -k: a new connection per request unless keep-alive) and wrk (-d, percentiles).
+// `--trace FILE` writes every request (start, end, status, pid, error) on the event log's clock.
 //
 // Design. One thread, non-blocking sockets, level-triggered epoll. Each Conn owns its socket (an Fd)
 // and carries one request at a time; a request ends as a response or as one error (connect,
@@ -151,6 +152,7 @@ struct Config {
     std::string method = "GET";
     bool http10 = false;
     bool json = false;
+    std::string trace_path;  // --trace FILE: one line per request
 };
 
 Config parse_command_line(int argc, char** argv) {
@@ -163,8 +165,10 @@ Config parse_command_line(int argc, char** argv) {
     cli.integer("connections", &cfg.connections, 1, kMaxConnections,
                 "concurrent connections, one request in flight on each");
     cli.integer("requests", &cfg.requests, 1, 1000000000000L,
-                "total requests; with --duration, stop at whichever comes first");
-    cli.text("duration", &duration_text, "SEC", "run for SEC seconds (decimals allowed) instead of a request count");
+                "stop after N requests; with --duration there is no cap unless this is given, then whichever "
+                "comes first ends the run");
+    cli.text("duration", &duration_text, "SEC",
+             "run for SEC seconds (decimals allowed), as many requests as fit (no cap unless --requests is given)");
     cli.flag("keepalive", &cfg.keepalive,
              "reuse connections (HTTP keep-alive, like ab -k); default: one connection per request");
     cli.integer("timeout", &cfg.timeout_ms, 1, 3600000,
@@ -172,6 +176,9 @@ Config parse_command_line(int argc, char** argv) {
     cli.choice("method", &cfg.method, {"GET", "HEAD"}, "request method");
     cli.flag("http10", &cfg.http10, "send HTTP/1.0 (with Connection: Keep-Alive under --keepalive)");
     cli.flag("json", &cfg.json, "print the report as one JSON object");
+    cli.text("trace", &cfg.trace_path, "FILE",
+             "write one line per request to FILE: start end status pid error (wall-clock seconds, as the "
+             "labs' t=; tools/timeline.py draws it)");
 
     auto usage = [&] {
         std::string u = cli.usage();
@@ -184,7 +191,8 @@ Config parse_command_line(int argc, char** argv) {
     };
 
     // Cli knows only --options, so the one positional argument, the URL, is taken out first.
-    static const char* const kTakesValue[] = {"--connections", "--requests", "--duration", "--timeout", "--method"};
+    static const char* const kTakesValue[] = {"--connections", "--requests", "--duration", "--timeout", "--method",
+                                             "--trace"};
     std::vector<const char*> options{argv[0]};
     std::vector<std::string> positional;
     for (int i = 1; i < argc; ++i) {
@@ -497,6 +505,73 @@ struct Stats {
 };
 
 // ---------------------------------------------------------------------------------------------
+// --trace FILE: one line per finished request, for tools/timeline.py and for anyone with awk:
+//   START END STATUS PID ERROR
+//   1796171449.786123 1796171449.786412 200 4243 -
+//   1796171449.790001 1796171449.790310 - - reset
+// START and END are wall-clock seconds with microseconds, the clock of the labs' event log
+// (t=SECONDS.mmm), so a request can be put beside the log line that explains it. They are read
+// from the monotonic clock, as every latency here is, plus the wall-minus-monotonic offset taken
+// once at the start: a wall clock stepped mid-run cannot bend a latency. STATUS and PID are `-`
+// for a request that got no response; ERROR is `-` for one that did. Requests still in flight
+// when --duration ends are in neither the report nor the trace.
+
+const char* const kErrorNames[kErrorKinds] = {"connect", "reset", "timeout", "bad_response"};
+
+class Trace {
+public:
+    Trace() = default;
+    Trace(const Trace&) = delete;
+    Trace& operator=(const Trace&) = delete;
+    ~Trace() {
+        if (file_) std::fclose(file_);
+    }
+
+    // A set-up step: on failure the caller dies with the path and strerror.
+    bool open(const std::string& path) {
+        file_ = std::fopen(path.c_str(), "we");  // e: O_CLOEXEC
+        if (!file_) return false;
+        timespec wall, mono;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        offset_ns_ = (static_cast<int64_t>(wall.tv_sec) - static_cast<int64_t>(mono.tv_sec)) * 1000000000 +
+                     (static_cast<int64_t>(wall.tv_nsec) - static_cast<int64_t>(mono.tv_nsec));
+        std::fputs("# loadgen trace: start end status pid error (wall-clock seconds, as the event log's t=)\n", file_);
+        return true;
+    }
+    bool enabled() const { return file_ != nullptr; }
+
+    void request(uint64_t start_ns, uint64_t end_ns, int status, std::string_view pid, const char* error) {
+        if (!file_) return;
+        char status_text[16] = "-";
+        if (status > 0) std::snprintf(status_text, sizeof status_text, "%d", status);
+        std::string start = wall(start_ns), end = wall(end_ns);
+        std::fprintf(file_, "%s %s %s %.*s %s\n", start.c_str(), end.c_str(), status_text,
+                     pid.empty() ? 1 : static_cast<int>(pid.size()), pid.empty() ? "-" : pid.data(),
+                     error ? error : "-");
+    }
+
+    // Flushes and closes; false (errno set) if any write failed, e.g. a full disk.
+    bool close() {
+        if (!file_) return true;
+        bool ok = !std::ferror(file_);
+        ok = (std::fclose(file_) == 0) && ok;
+        file_ = nullptr;
+        return ok;
+    }
+
+private:
+    std::string wall(uint64_t mono_ns) const {
+        int64_t ns = static_cast<int64_t>(mono_ns) + offset_ns_;
+        return format("%lld.%06lld", static_cast<long long>(ns / 1000000000),
+                      static_cast<long long>(ns % 1000000000 / 1000));
+    }
+
+    FILE* file_ = nullptr;
+    int64_t offset_ns_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
 // The load loop
 
 struct Target {
@@ -526,8 +601,9 @@ struct Conn {
 
 class Loadgen {
 public:
-    Loadgen(const Config& cfg, const Target& target, std::string request)
-        : cfg_(cfg), target_(target), request_(std::move(request)), conns_(static_cast<size_t>(cfg.connections)),
+    Loadgen(const Config& cfg, const Target& target, std::string request, Trace& trace)
+        : cfg_(cfg), target_(target), request_(std::move(request)), trace_(trace),
+          conns_(static_cast<size_t>(cfg.connections)),
           scratch_(64 * 1024) {
         total_ = (cfg.requests_given || cfg.duration_s == 0) ? static_cast<uint64_t>(cfg.requests) : UINT64_MAX;
         timeout_ns_ = static_cast<uint64_t>(cfg.timeout_ms) * 1000000u;
@@ -703,7 +779,9 @@ private:
     }
 
     void complete(Conn& c) {
-        stats.record(c.resp, now_ns() - c.start);
+        uint64_t now = now_ns();
+        stats.record(c.resp, now - c.start);
+        trace_.request(c.start, now, c.resp.status, c.resp.worker_pid(), nullptr);
         ++c.served;
         disarm(c);
         bool reuse = cfg_.keepalive && c.resp.persistent();
@@ -738,6 +816,7 @@ private:
             return;
         }
         ++stats.errors[kind];
+        trace_.request(c.start, now_ns(), 0, {}, kErrorNames[kind]);
         if (issued_ < total_) idle_.push_back(&c);
     }
 
@@ -795,6 +874,7 @@ private:
     const Config& cfg_;
     const Target& target_;
     const std::string request_;  // built once, written as is for every request
+    Trace& trace_;
     Fd epoll_;
     std::vector<Conn> conns_;  // never resized: epoll events point into it
     std::vector<Conn*> idle_, idle_batch_;
@@ -1035,6 +1115,12 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
 
+    Trace trace;
+    if (!cfg.trace_path.empty() && !trace.open(cfg.trace_path)) {
+        std::fprintf(stderr, "loadgen: open --trace %s: %s\n", cfg.trace_path.c_str(), std::strerror(errno));
+        return 1;
+    }
+
     const uint64_t run_start = now_ns();
     size_t chosen = 0;
     uint64_t first_start = 0;
@@ -1045,12 +1131,16 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    Loadgen load(cfg, targets[chosen], build_request(cfg));
+    Loadgen load(cfg, targets[chosen], build_request(cfg), trace);
     if (first) {
         load.run(std::move(first), first_start, run_start, unblocked);
     } else {
         load.stats.interrupted = true;
         load.stats.duration_s = static_cast<double>(now_ns() - run_start) / 1e9;
+    }
+    if (!trace.close()) {
+        std::fprintf(stderr, "loadgen: write --trace %s: %s\n", cfg.trace_path.c_str(), std::strerror(errno));
+        return 1;
     }
     std::string report = cfg.json ? json_report(cfg, load.stats) : text_report(cfg, load.stats);
     std::fwrite(report.data(), 1, report.size(), stdout);
