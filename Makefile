@@ -75,13 +75,18 @@ bench: all
 	@sh bench/bench.sh
 
 # --- teaching tools (tools/*.py) --------------------------------------------------------
-.PHONY: compare diff grade exercise
+.PHONY: compare diff grade exercise timeline
 TOOL ?= loadgen
 compare: all
 	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/compare.py --tool $(TOOL) --labs "$(LABS)"
 
 diff:
 	@/usr/bin/env python3 tools/labdiff.py $(A) $(B)
+
+# `make timeline LAB=lab09 [OUT=file.svg] [SPAN=seconds]`: the lab's scenario under load, drawn.
+timeline:
+	@test -n "$(LAB)" || { echo "usage: make timeline LAB=lab09 [OUT=file.svg] [SPAN=seconds]" >&2; exit 2; }
+	@/usr/bin/env python3 tools/timeline.py --lab $(LAB) $(if $(OUT),--out $(OUT)) $(if $(SPAN),--span $(SPAN))
 
 grade: all
 	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR))
@@ -102,6 +107,7 @@ help:
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
 	@echo "  make compare         every stage under the same workloads: notes/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\")"
 	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
+	@echo "  make timeline LAB=lab09      a scripted scenario under load, drawn: build/timeline/lab09.svg (OUT=file.svg)"
 	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"
 	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"
 	@echo "  make clean           remove build outputs"

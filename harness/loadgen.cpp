@@ -52,6 +52,13 @@ namespace {
 volatile sig_atomic_t g_stop = 0;  // set by SIGINT/SIGTERM; the loop reports what was done so far
 void on_signal(int) { g_stop = 1; }
 
+// SIGINT or SIGTERM arrived while blocked (outside epoll_pwait/ppoll) and is still pending.
+bool stop_pending() {
+    sigset_t pending;
+    if (sigpending(&pending) < 0) return false;
+    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
 uint64_t now_ns() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -649,6 +656,10 @@ public:
                 if (errno == EINTR) continue;
                 die_errno("epoll_wait");
             }
+            // A zero-timeout epoll_pwait that finds nothing returns without delivering a pending
+            // signal (it never sleeps, so it is never interrupted): a run whose every connect is
+            // refused at once would never see SIGINT. Look for it.
+            if (timeout_ms == 0 && stop_pending()) g_stop = 1;
             for (int i = 0; i < n; ++i) on_event(*static_cast<Conn*>(events[i].data.ptr), events[i].events);
             send_next();
         }
