@@ -78,7 +78,7 @@ bench: all
 .PHONY: compare diff grade exercise timeline
 TOOL ?= loadgen
 compare: all
-	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/compare.py --tool $(TOOL) --labs "$(LABS)"
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/compare.py --tool $(TOOL) --labs "$(LABS)" $(if $(SAVE),--save) $(if $(OUT),--out $(OUT))
 
 diff:
 	@/usr/bin/env python3 tools/labdiff.py $(A) $(B)
@@ -105,7 +105,8 @@ help:
 	@echo "  make test            unit tests and every lab's harness, through CTest (ctest -L lab03: one lab)"
 	@echo "  make unit            only the C++ unit tests"
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
-	@echo "  make compare         every stage under the same workloads: notes/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\")"
+	@echo "  make compare         every stage under the same workloads: build/compare/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\", OUT=dir)"
+	@echo "  make compare SAVE=1  a full run that replaces the committed notes/results.md + .svg"
 	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
 	@echo "  make timeline LAB=lab09      a scripted scenario under load, drawn: build/timeline/lab09.svg (OUT=file.svg)"
 	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"

@@ -13,8 +13,18 @@ ready line; SIGTERM then SIGKILL at the end), with the same flags where they mea
                 predicts the throughput;
   GET / with a connection per request, and GET / with keep-alive: the cost of the machinery.
 While they run, the lab's process group is sampled (processes, threads, the sum of VmRSS).
-Writes notes/results.md and notes/results.svg (results-ab.* / results-siege.* for other tools).
-Standard library only.
+Labs that are not servers (their --help lists no --port, e.g. lab11) are skipped.
+
+Then the process stages, measured for what they teach, where their labs are in the run:
+  lab06's five --modes: wakeups, wasted wakeups and the kernel's context switches per connection,
+                and who accepted;
+  the crash gap: the worst GET / latency when every worker crashes holding a /sleep (lab08, 09, 10);
+  the master's fds per open connection (lab07; lab12 once it exists);
+  failed requests during a rolling reload (lab14, once it exists).
+
+Where it writes: build/compare/results.md and .svg (results-ab.* / results-siege.* for other
+tools), or the directory --out names. Only a full run (every lab, default duration) with --save
+replaces the committed notes/results.* (`make compare SAVE=1`). Standard library only.
 """
 import argparse
 import datetime
@@ -24,6 +34,8 @@ import platform
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labinfo  # noqa: E402
 import svg  # noqa: E402
+import timeline  # noqa: E402
 
 CONNECTIONS = 8
 SLEEP_MS = 100
@@ -288,6 +301,319 @@ def run_lab(lab, tool, duration, index, total):
     return result
 
 
+# --- what the process stages teach ----------------------------------------------------------
+# These labs all serve the same 78 req/s of /sleep in the table above: their ideas show in other
+# measurements. Each is taken only when its lab is in the run; each returns None when it cannot.
+HERD_MODES = ["accept", "epoll", "exclusive", "reuseport", "mutex"]
+HERD_WORKERS = 4            # more waiters than cores: the herd is worth seeing
+HERD_CONNECTIONS = 200      # made one after another: every worker is asleep when each arrives
+GAP_LABS = ["lab08", "lab09", "lab10"]
+GAP_SLEEP_MS = 1000         # what each worker holds when it crashes
+FD_LABS = ["lab07", "lab12"]  # HOOK(lab12): the relaying proxy's row appears once labs/lab12_* exists
+FD_CONNECTIONS = 20
+RELOAD_LABS = ["lab14"]     # HOOK(lab14): the rolling reload's row appears once labs/lab14_* exists
+HERD_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)$")
+
+
+@dataclass
+class Herd:
+    mode: str
+    command: str
+    connections: int = 0
+    wakeups: int = 0
+    wasted: int = 0
+    sleeps: int = 0
+    accepted: list = field(default_factory=list)  # per worker
+    error: str = ""
+
+    def per(self, n):
+        return n / self.connections if self.connections else float("nan")
+
+
+def herd_table(running):
+    """SIGUSR1 to lab06's master and the table it prints: {slot: (wakeups, accepted, wasted, sleeps)}."""
+    os.kill(running.pid, signal.SIGUSR1)
+    rows = {}
+    for _ in range(HERD_WORKERS + 8):
+        line = running._read_line(10)  # the same reader that took the ready line
+        if not line:
+            break
+        m = HERD_ROW.match(line)
+        if m:
+            slot, _pid, wakeups, accepted, wasted, sleeps = (int(x) for x in m.groups())
+            rows[slot] = (wakeups, accepted, wasted, max(sleeps, 0))
+        if line.startswith("summary "):
+            return rows
+    raise labinfo.LabError("lab06 printed no table on SIGUSR1")
+
+
+def measure_herd(lab, mode, root):
+    args = ["--workers", str(HERD_WORKERS), "--mode", mode, "--idle-timeout", "200"]
+    h = Herd(mode, shell_line([f"./{lab.short}", "--port", "0", *args]))
+    try:
+        with labinfo.RunningLab(lab, args) as running:
+            before = herd_table(running)
+            done = subprocess.run([str(Path(root) / "loadgen"), "--json", "--connections", "1", "--requests",
+                                   str(HERD_CONNECTIONS), running.url + "/"], capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise labinfo.LabError(f"loadgen failed: {done.stderr.strip()}")
+            after = herd_table(running)
+    except (labinfo.LabError, OSError, subprocess.SubprocessError) as e:
+        h.error = str(e).splitlines()[0]
+        return h
+    d = {slot: [a - b for a, b in zip(after[slot], before.get(slot, (0, 0, 0, 0)))] for slot in after}
+    h.wakeups = sum(v[0] for v in d.values())
+    h.accepted = [d[slot][1] for slot in sorted(d)]
+    h.connections = sum(h.accepted)
+    h.wasted = sum(v[2] for v in d.values())
+    h.sleeps = sum(v[3] for v in d.values())
+    return h
+
+
+@dataclass
+class Gap:
+    lab: str
+    title: str
+    requests: int = 0
+    worst_ms: float = None      # the slowest GET / started after the crash
+    no_worker_ms: float = 0     # how long no worker accepted, from the event log
+    failed: int = 0
+    kinds: str = ""
+    error: str = ""
+
+
+def measure_crash_gap(lab, root):
+    """Every worker (2) crashes holding a /sleep?ms=1000 while ./loadgen asks for GET / on 2
+    connections: the worst latency of a request that started after the crash."""
+    sc = timeline.Scenario(lab.short, "", lambda run: timeline.crash_every_worker(run, GAP_SLEEP_MS),
+                           ("--workers", str(labinfo.WORKERS)), "/", 2)
+    g = Gap(lab.short, lab.title())
+    with tempfile.TemporaryDirectory(prefix="compare-gap-") as tmp:
+        try:
+            rec = timeline.record(sc, Path(tmp) / "log", Path(tmp) / "trace", root)
+        except (labinfo.LabError, timeline.ScenarioError, OSError, subprocess.SubprocessError) as e:
+            g.error = str(e).splitlines()[0]
+            return g
+    crashed = next((t for t, what in rec.actions if what.startswith("GET /crash")), None)
+    after = [r for r in rec.requests if crashed is not None and r.start >= crashed]
+    g.requests = len(after)
+    g.worst_ms = max((r.latency_ms for r in after), default=None)
+    failed = [r for r in after if r.failed]
+    g.failed = len(failed)
+    kinds = timeline.request_summary(failed)["kinds"]
+    g.kinds = ", ".join(f"{n} {k}" for k, n in kinds)
+    lanes = timeline.build_lanes(rec.events)
+    g.no_worker_ms = sum(b - a for a, b in timeline.no_worker_accepting(lanes, crashed or rec.started, rec.ended)) * 1000
+    return g
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def measure_fds_per_connection(lab):
+    """The master's open fds with FD_CONNECTIONS kept-alive connections open, minus before, per
+    connection: 0 where the master hands each connection off (lab07), 2 where it relays (lab12)."""
+    try:
+        with labinfo.RunningLab(lab, ["--workers", str(labinfo.WORKERS)]) as running:
+            before = fd_count(running.pid)
+            socks = []
+            try:
+                for _ in range(FD_CONNECTIONS):
+                    s = socket.create_connection((running.host, running.port), timeout=5)
+                    socks.append(s)
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: compare\r\n\r\n")
+                    status, _ = timeline.read_head(s)  # answered: the connection is open and served
+                    if status != 200:
+                        raise labinfo.LabError(f"GET / answered {status}")
+                during = fd_count(running.pid)
+            finally:
+                for s in socks:
+                    s.close()
+    except (labinfo.LabError, OSError) as e:
+        return None, str(e).splitlines()[0]
+    return (during - before) / FD_CONNECTIONS, ""
+
+
+def measure_reload(lab, root):
+    """HOOK(lab14): ./loadgen GET / while SIGHUP replaces every worker: the failed requests."""
+    sc = timeline.SCENARIOS["lab14"]
+    sc = timeline.Scenario(lab.short, "", sc.act, ("--workers", str(labinfo.WORKERS)), "/", 2)
+    with tempfile.TemporaryDirectory(prefix="compare-reload-") as tmp:
+        try:
+            rec = timeline.record(sc, Path(tmp) / "log", Path(tmp) / "trace", root)
+        except (labinfo.LabError, timeline.ScenarioError, OSError, subprocess.SubprocessError) as e:
+            return None, str(e).splitlines()[0]
+    failed = [r for r in rec.requests if r.failed]
+    kinds = ", ".join(f"{n} {k}" for k, n in timeline.request_summary(failed)["kinds"])
+    return (len(rec.requests), len(failed), kinds), ""
+
+
+@dataclass
+class Stages:
+    herd: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)
+    fds: list = field(default_factory=list)      # (lab, fds per connection or None, error)
+    reloads: list = field(default_factory=list)  # (lab, (requests, failed, kinds) or None, error)
+
+
+def measure_stages(labs):
+    """The stage panels for the labs in this run (each lab's binary is built)."""
+    st = Stages()
+    by_name = {l.short: l for l in labs}
+    root = labs[0].root if labs else labinfo.REPO
+    if "lab06" in by_name:
+        for mode in HERD_MODES:
+            progress(f"[stages] lab06 --mode {mode}: {HERD_CONNECTIONS} connections, one at a time ", end="")
+            h = measure_herd(by_name["lab06"], mode, root)
+            st.herd.append(h)
+            progress(h.error or f"{h.per(h.wakeups):.2f} wakeups, {h.per(h.sleeps):.2f} sleeps per connection")
+    for name in GAP_LABS:
+        if name in by_name:
+            progress(f"[stages] {name}: every worker crashes holding a /sleep?ms={GAP_SLEEP_MS} ", end="")
+            g = measure_crash_gap(by_name[name], root)
+            st.gaps.append(g)
+            progress(g.error or f"worst GET / {g.worst_ms:.0f} ms, {g.failed} failed")
+    for name in FD_LABS:
+        if name in by_name:
+            per, err = measure_fds_per_connection(by_name[name])
+            st.fds.append((by_name[name], per, err))
+            progress(f"[stages] {name}: " + (err or f"{per:.2f} master fds per open connection"))
+    for name in RELOAD_LABS:
+        if name in by_name:
+            got, err = measure_reload(by_name[name], root)
+            st.reloads.append((by_name[name], got, err))
+            progress(f"[stages] {name}: " + (err or f"{got[1]} of {got[0]} requests failed during the reload"))
+    return st
+
+
+def explain_failures(m, r=None):  # noqa: ARG001 (r: the lab, for callers that have it)
+    """What failed in one workload, and why, in words short enough for the chart."""
+    if not m or not m.failed:
+        return ""
+    why = {"timeout": f"not served within {TIMEOUT_MS} ms", "reset": "closed mid-request",
+           "connect": "refused", "non-2xx": "error status"}
+    parts = []
+    for piece in (m.failed_detail or "").split(", "):
+        n, _, kind = piece.partition(" ")
+        if kind:
+            parts.append(f"{n} {kind}" + (f" ({why[kind]})" if kind in why else ""))
+    return f"{m.failed} failed" + (": " + ", ".join(parts) if parts else "")
+
+
+def stage_panels(st):
+    if st is None:
+        return []
+    panels = []
+    herd = [h for h in st.herd if not h.error]
+    if herd:
+        rows = [svg.Row(h.mode, "", [
+            svg.Slot([svg.Layer(h.per(h.wakeups), fill=svg.BLUE)], f"{h.per(h.wakeups):.2f} wakeups"),
+            svg.Slot([svg.Layer(h.per(h.wasted), fill=svg.ORANGE)], f"{h.per(h.wasted):.2f} wasted"),
+            svg.Slot([svg.Layer(h.per(h.sleeps), fill=svg.PINK)], f"{h.per(h.sleeps):.2f} sleeps")])
+            for h in herd]
+        panels.append(svg.Panel(
+            f"lab06: per connection, {HERD_WORKERS} workers, {HERD_CONNECTIONS} connections one at a time",
+            "", rows, legend=[(svg.Layer(0, fill=svg.BLUE), "wakeups"), (svg.Layer(0, fill=svg.ORANGE), "wasted"),
+                              (svg.Layer(0, fill=svg.PINK), "sleeps (kernel)")],
+            note="the herd: epoll hides it from user space (wakeups ≈ 1); the kernel's context switches show it"))
+        split = []
+        for h in herd:
+            total = sum(h.accepted) or 1
+            shares = sorted((100.0 * a / total for a in h.accepted), reverse=True)
+            layers, start = [], 0.0
+            for i, sh in enumerate(shares):
+                layers.append(svg.Layer(sh, fill=svg.SPLIT_COLOURS[i % len(svg.SPLIT_COLOURS)], start=start,
+                                        text=f"{sh:.0f}%"))
+                start += sh
+            split.append(svg.Row(h.mode, "", [svg.Slot(layers, "")]))
+        panels.append(svg.Panel("lab06: who accepted, share per worker", "%", split, max_value=100,
+                                note="one colour per worker, biggest share first: exclusive favours one, reuseport hashes"))
+    gaps = [g for g in st.gaps if not g.error and g.worst_ms is not None]
+    if gaps:
+        rows = []
+        for g in gaps:
+            label = f"{g.worst_ms:,.0f} ms (no worker accepting for {g.no_worker_ms:,.0f} ms)"
+            fail = f"{g.failed} failed: {g.kinds}" if g.failed else ""
+            rows.append(svg.Row(g.lab, g.title, [svg.Slot([svg.Layer(g.worst_ms, fill=svg.VERMILION)], label, fail)]))
+        panels.append(svg.Panel(
+            f"The crash gap: the slowest GET / when every worker crashes holding a /sleep?ms={GAP_SLEEP_MS}",
+            " ms", rows, legend=[(svg.Layer(0, fill=svg.VERMILION), "worst GET / latency")],
+            note="lab08 replaces a worker when its drain ends; lab09 and lab10 when it says it is dying"))
+    fds = [(lab, per) for lab, per, err in st.fds if not err]
+    if fds:
+        rows = [svg.Row(lab.short, lab.title(), [svg.Slot([svg.Layer(per, fill=svg.SKY)], f"{per:.2f} fds")])
+                for lab, per in fds]
+        names = {lab.short for lab, _ in fds}
+        note = "a master that hands connections off keeps none; one that relays keeps two (client and worker)"
+        if "lab12" not in names:
+            note += "; lab12's row appears once it exists"
+        panels.append(svg.Panel(f"The master's fds per open connection ({FD_CONNECTIONS} kept-alive connections)",
+                                "", rows, max_value=max(2.0, max(p for _, p in fds)),
+                                legend=[(svg.Layer(0, fill=svg.SKY), "fds per connection")], note=note))
+    reloads = [(lab, got) for lab, got, err in st.reloads if not err]
+    if reloads:
+        rows = [svg.Row(lab.short, lab.title(), [svg.Slot([svg.Layer(got[1], fill=svg.GREEN)],
+                                                           f"{got[1]} of {got[0]:,} failed",
+                                                           got[2] if got[1] else "")]) for lab, got in reloads]
+        panels.append(svg.Panel("Failed requests during a rolling reload (SIGHUP under load)", "", rows,
+                                max_value=max(1, max(got[1] for _, got in reloads)),
+                                note="each worker is replaced by one that already listens: nothing should fail"))
+    return panels
+
+
+def stage_markdown(st):
+    if st is None or not (st.herd or st.gaps or st.fds or st.reloads):
+        return []
+    lines = ["## What the process stages teach", "",
+             "Labs 05-10 serve the same /sleep throughput in the table above; their ideas show in these "
+             "measurements instead (one run each, on the same machine).", ""]
+    if st.herd:
+        lines += [f"### lab06: the herd, {HERD_WORKERS} workers, {HERD_CONNECTIONS} connections one at a time", "",
+                  "`wakeups` and `wasted` are what the workers see (accept returned or epoll reported the "
+                  "listener; EAGAIN); `sleeps` is the kernel's count of its waiting threads' voluntary "
+                  "context switches (SIGUSR1 table before and after `./loadgen --connections 1 --requests "
+                  f"{HERD_CONNECTIONS}`).", "",
+                  "| mode | command | wakeups / conn | wasted / conn | sleeps / conn | accepted per worker |",
+                  "|---|---|--:|--:|--:|---|"]
+        for h in st.herd:
+            if h.error:
+                lines.append(f"| {h.mode} | `{h.command}` | could not measure: {h.error} | | | |")
+            else:
+                lines.append(f"| {h.mode} | `{h.command}` | {h.per(h.wakeups):.2f} | {h.per(h.wasted):.2f} "
+                             f"| {h.per(h.sleeps):.2f} | {' · '.join(map(str, h.accepted))} |")
+        lines.append("")
+    if st.gaps:
+        lines += [f"### The crash gap: every worker crashes holding a /sleep?ms={GAP_SLEEP_MS}", "",
+                  f"`--workers {labinfo.WORKERS}`; `./loadgen --connections 2` asks for GET / throughout; each worker "
+                  f"gets a /sleep?ms={GAP_SLEEP_MS} and then a /crash on connections it already serves (the "
+                  "scenario of `make timeline LAB=lab08`). Worst: the slowest GET / that started after the crashes; "
+                  "no worker accepting: from the event log.", "",
+                  "| lab | stage | GET / after the crash | worst ms | no worker accepting, ms | failed |",
+                  "|---|---|--:|--:|--:|---|"]
+        for g in st.gaps:
+            if g.error:
+                lines.append(f"| {g.lab} | {g.title} | could not measure: {g.error} | | | |")
+            else:
+                lines.append(f"| {g.lab} | {g.title} | {g.requests} | {g.worst_ms:,.1f} | {g.no_worker_ms:,.0f} "
+                             f"| {g.failed}{f' ({g.kinds})' if g.kinds else ''} |")
+        lines.append("")
+    if st.fds:
+        lines += [f"### The master's fds per open connection ({FD_CONNECTIONS} kept-alive connections, each served once)",
+                  "", "| lab | stage | fds per connection |", "|---|---|--:|"]
+        for lab, per, err in st.fds:
+            lines.append(f"| {lab.short} | {lab.title()} | {err and 'could not measure: ' + err or f'{per:.2f}'} |")
+        lines.append("")
+    if st.reloads:
+        lines += ["### Failed requests during a rolling reload", "", "| lab | stage | requests | failed |",
+                  "|---|---|--:|---|"]
+        for lab, got, err in st.reloads:
+            lines.append(f"| {lab.short} | {lab.title()} | " +
+                         (f"could not measure: {err} | |" if err else f"{got[0]} | {got[1]} {got[2]} |"))
+        lines.append("")
+    return lines
+
+
 # --- the report --------------------------------------------------------------------------
 def fmt_rps(v, digits=0):
     return "n/a" if v is None else f"{v:,.{digits}f}"
@@ -338,7 +664,7 @@ def total_failed(r):
     return sum(values) if values else None
 
 
-def write_markdown(results, tool, duration, path, started, elapsed, argv_line):
+def write_markdown(results, tool, duration, path, started, elapsed, argv_line, stages=None, skipped=()):
     mach = machine()
     lines = [
         "# Every stage under the same load",
@@ -369,6 +695,8 @@ def write_markdown(results, tool, duration, path, started, elapsed, argv_line):
             f"| {fmt_ms(s.p99)} · {fmt_ms(c.p99)} · {fmt_ms(k.p99)} "
             f"| {'n/a' if failed is None else failed} | {r.processes} ({r.threads}) "
             f"| {r.rss_kib / 1024:.1f} | {fmt_split(c.per_pid)} |")
+    for lab, why in skipped:
+        lines.append(f"| {lab.short} | {lab.title()} | skipped: {why} | | | | | | | | | |")
     lines += [
         "",
         "## How to read this",
@@ -401,7 +729,8 @@ def write_markdown(results, tool, duration, path, started, elapsed, argv_line):
     for r in results:
         lines.append(f"- **{r.lab.short}** `{r.command}`: {r.profile.note}; model {r.profile.model}, "
                      f"{r.profile.concurrency}, predicts {r.predicted():.0f} req/s.")
-    lines += ["", "## Commands and every figure", ""]
+    lines += [""] + stage_markdown(stages)
+    lines += ["## Commands and every figure", ""]
     lines.append(f"Each lab was started as shown (URL from its ready line), then, in order:")
     lines.append("")
     for r in results:
@@ -430,7 +759,7 @@ def write_markdown(results, tool, duration, path, started, elapsed, argv_line):
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_svg(results, tool, duration, path, started):
+def write_svg(results, tool, duration, path, started, stages=None):
     ok = [r for r in results if not r.error]
     hollow = svg.Layer(0, fill="none", stroke="#333", dash=True)
     solid = svg.Layer(0, fill=svg.BLUE)
@@ -445,14 +774,13 @@ def write_svg(results, tool, duration, path, started):
         label = f"{fmt_rps(m.rps, 1)} (model {r.profile.model} = {pred:.0f})"
         sleep_rows.append(row(r, [svg.Slot([
             svg.Layer(pred, fill="none", stroke="#333", dash=True),
-            svg.Layer(m.rps, fill=svg.BLUE)], label)]))
+            svg.Layer(m.rps, fill=svg.BLUE)], label, explain_failures(m, r))]))
     get_rows = []
     for r in ok:
         c, k = r.measures["close"], r.measures["keepalive"]
-        kf = f", {k.failed} failed" if k.failed else ""
         get_rows.append(row(r, [
-            svg.Slot([svg.Layer(c.rps, fill=svg.ORANGE)], fmt_rps(c.rps)),
-            svg.Slot([svg.Layer(k.rps, fill=svg.GREEN)], fmt_rps(k.rps) + kf)]))
+            svg.Slot([svg.Layer(c.rps, fill=svg.ORANGE)], fmt_rps(c.rps), explain_failures(c, r)),
+            svg.Slot([svg.Layer(k.rps, fill=svg.GREEN)], fmt_rps(k.rps), explain_failures(k, r))]))
     mem_rows = []
     for r in ok:
         mib = r.rss_kib / 1024
@@ -461,12 +789,15 @@ def write_svg(results, tool, duration, path, started):
     panels = [
         svg.Panel(f"/sleep?ms={SLEEP_MS} with {CONNECTIONS} connections: measured against the model",
                   " req/s", sleep_rows,
-                  legend=[(solid, "measured"), (hollow, "model predicts")]),
+                  legend=[(solid, "measured"), (hollow, "model predicts")],
+                  note="slow I/O: how many requests a stage overlaps sets its throughput, as its model says"),
         svg.Panel("GET /: the cost of the machinery", " req/s", get_rows,
                   legend=[(svg.Layer(0, fill=svg.ORANGE), "a connection per request"),
-                          (svg.Layer(0, fill=svg.GREEN), "keep-alive")]),
+                          (svg.Layer(0, fill=svg.GREEN), "keep-alive")],
+                  note="a request that costs nothing to answer: what accept, fork and hand-offs cost"),
         svg.Panel("Memory: VmRSS summed over the lab's processes (peak)", " MiB", mem_rows,
-                  legend=[(svg.Layer(0, fill=svg.PINK), "RSS")]),
+                  legend=[(svg.Layer(0, fill=svg.PINK), "RSS")],
+                  note="every process counts its shared pages again, as ps shows them"),
     ]
     split_rows = []
     for r in ok:
@@ -483,6 +814,7 @@ def write_svg(results, tool, duration, path, started):
         panels.append(svg.Panel("Who answered GET / (X-Worker-Pid), share of requests per pid", "%",
                                 split_rows, max_value=100,
                                 note="one colour per process, biggest share first"))
+    panels += stage_panels(stages)
     mach = machine()
     subtitle = (f"{tool.name}, {CONNECTIONS} connections, {duration:g} s per workload, "
                 f"{started:%Y-%m-%d}, {mach['nproc']} cores, {mach['kernel']}")
@@ -496,7 +828,10 @@ def main(argv=None):
     ap.add_argument("--labs", default="", help='labs to run, e.g. "lab01 lab04" (default: all)')
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION_S} s per workload (tests)")
     ap.add_argument("--duration", type=float, help=f"seconds per workload (default {DURATION_S})")
-    ap.add_argument("--out", help="directory for results.md and results.svg (default notes/)")
+    ap.add_argument("--out", help="directory for results.md and results.svg (default build/compare/)")
+    ap.add_argument("--save", action="store_true",
+                    help="replace the committed notes/results.* (only with every lab and the default duration)")
+    ap.add_argument("--no-stages", action="store_true", help="skip the panels of labs 06-14 (herd, crash gap…)")
     ap.add_argument("--root", default=str(labinfo.REPO), help=argparse.SUPPRESS)
     ap.add_argument("--no-build", action="store_true", help="do not run make first")
     args = ap.parse_args(argv)
@@ -524,26 +859,49 @@ def main(argv=None):
             print(f"compare: {e}", file=sys.stderr)
             return 2
 
-    out = Path(args.out) if args.out else root / "notes"
+    every_lab = [l.short for l in labs] == [l.short for l in labinfo.find_labs(root)]
+    full = every_lab and not args.quick and not args.duration
+    if args.save and not full:
+        print("compare: --save (SAVE=1) replaces the committed notes/results.* only after a full run: "
+              "every lab, the default duration (drop LABS=, --quick and --duration), or write elsewhere "
+              "with --out (OUT=)", file=sys.stderr)
+        return 2
+    if args.save and args.out:
+        print("compare: give --save or --out, not both", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else root / "notes" if args.save else root / "build" / "compare"
     out.mkdir(parents=True, exist_ok=True)
     stem = "results" if args.tool == "loadgen" else f"results-{args.tool}"
     md, chart = out / f"{stem}.md", out / f"{stem}.svg"
+
+    # Labs that are not servers (lab11 is a command-line program: no --port, no ready line).
+    skipped = [(l, "not a server (its --help lists no --port)") for l in labs
+               if not labinfo.has_flag(labinfo.help_text(l.binary()), "port")]
+    for lab, why in skipped:
+        progress(f"compare: {lab.short} {why}: skipped")
+    labs = [l for l in labs if l not in [s for s, _ in skipped]]
+    if not labs:
+        print("compare: no server among the labs asked for", file=sys.stderr)
+        return 2
 
     started = datetime.datetime.now()
     t0 = time.monotonic()
     progress(f"compare: {len(labs)} lab(s) x {len(WORKLOADS)} workloads x {duration:g} s with {tool.name}, "
              f"{CONNECTIONS} connections")
     results = [run_lab(lab, tool, duration, i, len(labs)) for i, lab in enumerate(labs, 1)]
+    stages = None if args.no_stages or args.tool != "loadgen" else measure_stages(labs)
     elapsed = time.monotonic() - t0
 
-    every_lab = [l.short for l in labs] == [l.short for l in labinfo.find_labs(root)]
     argv_line = "make compare" + (f" TOOL={args.tool}" if args.tool != "loadgen" else "") + \
-        (f' LABS="{args.labs.strip()}"' if args.labs.strip() and not every_lab else "")
+        (f' LABS="{args.labs.strip()}"' if args.labs.strip() and not every_lab else "") + \
+        (" SAVE=1" if args.save else "")
     if args.quick or args.duration:
         argv_line = "python3 tools/compare.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    write_markdown(results, tool, duration, md, started, elapsed, argv_line)
-    write_svg(results, tool, duration, chart, started)
+    write_markdown(results, tool, duration, md, started, elapsed, argv_line, stages, skipped)
+    write_svg(results, tool, duration, chart, started, stages)
     progress(f"compare: wrote {md} and {chart} in {elapsed:.0f} s")
+    if not args.save and not args.out and full:
+        progress("compare: a full run; `make compare SAVE=1` writes it over the committed notes/results.*")
     bad = [r.lab.short for r in results if r.error or r.leftovers]
     if bad:
         progress(f"compare: problems with {', '.join(bad)} (see above)")

@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 BLUE, ORANGE, GREEN, PINK, SKY, VERMILION, YELLOW, GREY = (
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 SPLIT_COLOURS = [BLUE, ORANGE, GREEN, PINK, SKY, VERMILION, YELLOW, GREY]
+FAILURE_RED = "#C62828"
 FONT = "font-family='DejaVu Sans, Verdana, Arial, sans-serif'"
 
 
@@ -30,6 +31,7 @@ class Layer:
 class Slot:
     layers: list
     label: str = ""         # drawn right of the slot's longest layer
+    failures: str = ""      # what failed and why, drawn in red after the label
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Svg:
 
 WIDTH = 960
 LABEL_W = 190      # the lab names on the left
-RIGHT_PAD = 150    # room for the value labels right of the longest bar
+RIGHT_PAD = 230    # room for the value labels (and failures) right of the longest bar
 SLOT_H = 13
 SLOT_GAP = 2
 ROW_GAP = 9
@@ -160,6 +162,9 @@ def draw_panel(svg, panel, y):
                 end = max(end, layer.start + layer.value)
             if slot.label:
                 svg.text(x0 + end * scale + 5, sy + SLOT_H - 2, slot.label, size=11)
+            if slot.failures:
+                fx = x0 + end * scale + 5 + (6.3 * len(slot.label) + 6 if slot.label else 0)
+                svg.text(fx, sy + SLOT_H - 2, slot.failures, size=11, fill=FAILURE_RED, weight="bold")
             sy += SLOT_H + SLOT_GAP
         ry += h + ROW_GAP
     svg.line(x0, top - 4, x0, bottom + 2, stroke="#888")

@@ -827,18 +827,21 @@ SCENARIOS = {s.lab: s for s in [
 ]}
 
 
-def run_scenario(name, out, root=labinfo.REPO, build=True, span=None):
-    """Runs one lab's scenario and draws it to `out`. Returns (svg path, log path, trace path)."""
-    if name not in SCENARIOS:
-        raise labinfo.LabError(f"no timeline scenario for {name} (scenarios: {', '.join(SCENARIOS)})")
-    sc = SCENARIOS[name]
+@dataclass
+class Recording:
+    """What one scenario run left: the lab's log, the load's requests, the acts, and when."""
+    lab: object
+    events: list
+    requests: list
+    actions: list
+    started: float
+    ended: float
+
+
+def record(sc, log_path, trace_path, root=labinfo.REPO):
+    """Runs scenario `sc` (the lab must be built): the lab's log goes to log_path, the load's
+    trace to trace_path. `make compare` measures with this too."""
     lab = labinfo.resolve(sc.lab, root)
-    if build:
-        labinfo.build([lab.short, "loadgen"], root)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log_path, trace_path = out.with_suffix(".log"), out.with_suffix(".trace")
-    actions_path = out.with_suffix(".actions")
     actions = []
     started = time.time()
     with labinfo.RunningLab(lab, sc.args) as running:
@@ -850,14 +853,29 @@ def run_scenario(name, out, root=labinfo.REPO, build=True, span=None):
         finally:
             run.stop_load()
             ended = time.time()
-            log_path.write_text(running.log_text())
-    actions_path.write_text("".join(f"{t:.6f} {what}\n" for t, what in actions))
-    events = parse_log(log_path.read_text())
-    requests = parse_trace(trace_path.read_text()) if trace_path.exists() else []
-    end = ended if span is None else started + span
+            Path(log_path).write_text(running.log_text())
+    events = parse_log(Path(log_path).read_text())
+    requests = parse_trace(Path(trace_path).read_text()) if Path(trace_path).exists() else []
+    return Recording(lab, events, requests, actions, started, ended)
+
+
+def run_scenario(name, out, root=labinfo.REPO, build=True, span=None):
+    """Runs one lab's scenario and draws it to `out`. Returns (svg path, log path, trace path)."""
+    if name not in SCENARIOS:
+        raise labinfo.LabError(f"no timeline scenario for {name} (scenarios: {', '.join(SCENARIOS)})")
+    sc = SCENARIOS[name]
+    lab = labinfo.resolve(sc.lab, root)
+    if build:
+        labinfo.build([lab.short, "loadgen"], root)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path, trace_path = out.with_suffix(".log"), out.with_suffix(".trace")
+    rec = record(sc, log_path, trace_path, root)
+    out.with_suffix(".actions").write_text("".join(f"{t:.6f} {what}\n" for t, what in rec.actions))
+    end = rec.ended if span is None else rec.started + span
     title = f"{lab.short}: {lab.stage() or lab.title()}"
-    out.write_text(draw(events, requests, actions, title=title, subtitle=sc.what, start=started, end=end,
-                        source=f"{log_path.name}, {trace_path.name} (make timeline LAB={lab.short})"))
+    out.write_text(draw(rec.events, rec.requests, rec.actions, title=title, subtitle=sc.what, start=rec.started,
+                        end=end, source=f"{log_path.name}, {trace_path.name} (make timeline LAB={lab.short})"))
     return out, log_path, trace_path
 
 
