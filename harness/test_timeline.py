@@ -179,10 +179,11 @@ def test_make_timeline_lab09_draws_at_least_three_worker_lanes(tmp_path):
     root = ET.parse(out).getroot()
     workers = [g for g in by_class(root, "lane") if g.get("data-role") == "worker"]
     assert len(workers) >= 3
-    log = out.with_suffix(".log").read_text()
+    inputs = REPO / "build/timeline"  # the log and trace it drew, kept for a second look
+    log = (inputs / "lab09.log").read_text()
     assert len(workers) == len(set(re.findall(r"fork worker=(\d+)", log)))
     assert sum(int(m.get("data-n")) for m in by_class(root, "req")) == \
-        len([l for l in out.with_suffix(".trace").read_text().splitlines() if not l.startswith("#")])
+        len([l for l in (inputs / "lab09.trace").read_text().splitlines() if not l.startswith("#")])
 
 
 @pytest.mark.timeout(60)
@@ -247,3 +248,71 @@ def test_loadgen_duration_alone_has_no_request_cap_and_help_says_so(start_lab):
     # Both: whichever comes first (here the count).
     both = json.loads(loadgen("--duration", 10, "--requests", 50, "--json", lab.url + "/").stdout)
     assert both["requests"] == 50 and both["duration_s"] < 10
+
+
+# --- make compare: where it writes, what it skips, the stage panels -------------------------
+
+def compare(*args, timeout=150):
+    return subprocess.run([sys.executable, str(REPO / "tools/compare.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def committed_results():
+    return {p.name: p.read_bytes() for p in (REPO / "notes").glob("results*")}
+
+
+@pytest.mark.timeout(120)
+def test_compare_narrowed_run_writes_under_build_and_leaves_the_committed_results(tmp_path):
+    before = committed_results()
+    done = compare("--quick", "--labs", "lab07", "--no-build", "--no-stages")
+    assert done.returncode == 0, done.stderr
+    assert committed_results() == before, "a narrowed run changed notes/results.*"
+    md = (REPO / "build/compare/results.md").read_text()
+    assert "| lab07 |" in md and "| lab01 |" not in md
+    # SAVE=1 on a narrowed run: refused, nothing written.
+    done = compare("--quick", "--labs", "lab07", "--no-build", "--save")
+    assert done.returncode == 2 and "full run" in done.stderr, done.stderr
+    assert committed_results() == before
+
+
+@pytest.mark.timeout(120)
+def test_compare_skips_a_lab_that_is_not_a_server(tmp_path):
+    """A lab whose --help lists no --port (lab11, a command-line program) is reported as skipped,
+    not started and waited for."""
+    root = tmp_path / "repo"
+    for name in ("lab07_round_robin", "lab11_child_process"):
+        (root / "labs" / name).mkdir(parents=True)
+    (root / "labs/lab07_round_robin/lab07_round_robin.cpp").write_text(
+        (REPO / "labs/lab07_round_robin/lab07_round_robin.cpp").read_text())
+    (root / "labs/lab11_child_process/lab11_child_process.cpp").write_text("// stage: child processes\n")
+    (root / "lab07").symlink_to(REPO / "lab07")
+    (root / "loadgen").symlink_to(REPO / "loadgen")
+    fake = root / "lab11"
+    fake.write_text("#!/bin/sh\necho 'usage: lab11 SUBCOMMAND [args]'\necho '  --help  show this help'\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    done = compare("--root", root, "--labs", "lab07 lab11", "--quick", "--no-build", "--no-stages", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "lab11 not a server" in done.stderr
+    md = (out / "results.md").read_text()
+    assert re.search(r"^\| lab11 \| child process \| skipped: not a server", md, re.M), md
+    assert "[1/1] lab07" in done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_compare_draws_the_herd_and_the_crash_gap_from_measurements(tmp_path):
+    done = compare("--quick", "--labs", "lab06 lab08 lab09", "--no-build", "--out", tmp_path, timeout=170)
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "results.md").read_text()
+    herd = re.findall(r"^\| (accept|epoll|exclusive|reuseport|mutex) \| `\./lab06 .*\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", md, re.M)
+    assert [h[0] for h in herd] == ["accept", "epoll", "exclusive", "reuseport", "mutex"], md
+    sleeps = {mode: float(s) for mode, _, _, s in herd}
+    assert sleeps["epoll"] > sleeps["accept"] + 1, sleeps  # the herd, as the kernel counts it
+    gap = {lab: float(worst.replace(",", "")) for lab, worst in
+           re.findall(r"^\| (lab0[89]) \| [^|]+ \| \d+ \| ([\d,.]+) \|", md, re.M)}
+    assert gap["lab08"] >= 800, gap     # waits for the 1000 ms drain
+    assert gap["lab09"] < gap["lab08"] / 3, gap
+    chart = ET.parse(tmp_path / "results.svg").getroot()
+    texts = [t.text or "" for t in chart.iter(f"{{{NS['svg']}}}text")]
+    assert any(t.startswith("lab06: per connection") for t in texts)
+    assert any(t.startswith("The crash gap") for t in texts)

@@ -549,7 +549,9 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
             m[1] += 1
             if r.latency_ms > m[0].latency_ms:
                 m[0] = r
-        # Successes first, failures on top.
+        # Successes first, failures on top. A request ten times slower than the median gets a cap,
+        # so a lone slow one stands out even beside a vertical line.
+        typical = sorted(lat)[len(lat) // 2]
         for (col, failed, pid), (r, n) in sorted(marks.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             colour = FAIL_RED if failed else colours.get(pid, "#999")
             cls = "req failed" if failed else "req"
@@ -557,8 +559,10 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
             d.add(f"<line class='{cls}' data-n='{n}' data-pid='{pid}' data-t='{r.start:.6f}' "
                   f"data-ms='{r.latency_ms:.3f}' x1='{col + 0.5:.1f}' x2='{col + 0.5:.1f}' "
                   f"y1='{req_top + REQ_H:.1f}' y2='{Y(r.latency_ms):.1f}' stroke='{colour}' "
-                  f"stroke-width='{2.2 if failed else 1}'><title>{escape(what)}, {r.latency_ms:.1f} ms"
+                  f"stroke-width='{2.2 if failed else 1.4}'><title>{escape(what)}, {r.latency_ms:.1f} ms"
                   f"{f' (the longest of {n} here)' if n > 1 else ''}</title></line>")
+            if r.latency_ms > 10 * typical:
+                d.add(f"<circle class='cap' cx='{col + 0.5:.1f}' cy='{Y(r.latency_ms):.1f}' r='2.6' fill='{colour}'/>")
         # Who answered: one chip per pid, and the failures by kind.
         ly = req_bottom + 22
         lx = x0
@@ -568,7 +572,8 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
             d.text(lx + 14, ly, text, size=11)
             lx += 24 + 6.4 * len(text)
         if summary["failed"]:
-            text = f"failed: {summary['failed']} (" + ", ".join(f"{n} {k}" for k, n in summary["kinds"]) + ")"
+            text = f"failed: {summary['failed']} (" + ", ".join(
+                f"{n} {k}" + (f": {FAILURE_WORDS[k]}" if k in FAILURE_WORDS else "") for k, n in summary["kinds"]) + ")"
             d.rect(lx, ly - 9, 10, 10, FAIL_RED)
             d.text(lx + 14, ly, text, size=11, fill=FAIL_RED, weight="bold")
         else:
@@ -586,6 +591,11 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
             "<line x1='0' y1='0' x2='0' y2='6' stroke='white' stroke-width='3'/></pattern></defs>")
     d.parts.insert(0, defs)
     return d.render(WIDTH, int(y + 12))
+
+
+# What each of loadgen's error kinds means, in the legend.
+FAILURE_WORDS = {"connect": "refused, nothing listening", "reset": "closed mid-request",
+                 "timeout": "no answer in time", "bad_response": "not HTTP"}
 
 
 def request_summary(requests):
@@ -869,9 +879,12 @@ def run_scenario(name, out, root=labinfo.REPO, build=True, span=None):
         labinfo.build([lab.short, "loadgen"], root)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_path, trace_path = out.with_suffix(".log"), out.with_suffix(".trace")
+    # What was drawn stays beside the build, not beside the SVG (which may go into notes/).
+    inputs = Path(root) / "build" / "timeline"
+    inputs.mkdir(parents=True, exist_ok=True)
+    log_path, trace_path = inputs / f"{out.stem}.log", inputs / f"{out.stem}.trace"
     rec = record(sc, log_path, trace_path, root)
-    out.with_suffix(".actions").write_text("".join(f"{t:.6f} {what}\n" for t, what in rec.actions))
+    (inputs / f"{out.stem}.actions").write_text("".join(f"{t:.6f} {what}\n" for t, what in rec.actions))
     end = rec.ended if span is None else rec.started + span
     title = f"{lab.short}: {lab.stage() or lab.title()}"
     out.write_text(draw(rec.events, rec.requests, rec.actions, title=title, subtitle=sc.what, start=rec.started,
