@@ -226,9 +226,10 @@ def test_loadgen_trace_has_one_line_per_request_on_the_log_clock(start_lab, tmp_
 def test_loadgen_trace_names_each_failure(start_lab, tmp_path):
     lab = start_lab("lab07", "--workers", "2")
     trace = tmp_path / "trace"
-    # A 1 ms timeout on a 300 ms sleep: every request fails as a timeout.
-    report = json.loads(loadgen("--requests", 4, "--connections", 2, "--timeout", 1, "--json", "--trace", trace,
-                                lab.url + "/sleep?ms=300").stdout)
+    # A 200 ms timeout (long enough for a connect on a busy machine) on a 3 s sleep: every
+    # request fails as a timeout.
+    report = json.loads(loadgen("--requests", 4, "--connections", 2, "--timeout", 200, "--json", "--trace", trace,
+                                lab.url + "/sleep?ms=3000").stdout)
     lines = [l.split() for l in trace.read_text().splitlines() if not l.startswith("#")]
     assert report["errors"]["timeout"] == 4 == len(lines)
     assert all(l[2:] == ["-", "-", "timeout"] for l in lines), lines
