@@ -731,7 +731,7 @@ def write_markdown(results, tool, duration, path, started, elapsed, argv_line, s
                      f"{r.profile.concurrency}, predicts {r.predicted():.0f} req/s.")
     lines += [""] + stage_markdown(stages)
     lines += ["## Commands and every figure", ""]
-    lines.append(f"Each lab was started as shown (URL from its ready line), then, in order:")
+    lines.append("Each lab was started as shown (URL from its ready line), then, in order:")
     lines.append("")
     for r in results:
         if r.error:

@@ -182,7 +182,8 @@ def build_lanes(events):
         if ev.name == "exit" and not own:
             ln.exited = ev.t
             ln.exit_text = exit_cause(ev.fields)
-        if ev.name == "restart" and not own and ev.fields.get("replacement", "").isdigit():
+        # `restart worker=OLD replacement=NEW` (labs 08-10), or any line naming both (a reload).
+        if not own and ev.fields.get("replacement", "").isdigit():
             ln.replaced_by = int(ev.fields["replacement"])
             lane(ln.replaced_by, "worker", ev.t).replaces = pid
         if ev.name == "shutdown" and own:
@@ -257,8 +258,9 @@ def event_label(ev, lane_pid):
     if n == "redeal":
         return f"redeal {f.get('connections', '?')} conn."
     if n == "reload":
-        extra = f" {f['ms']} ms" if "ms" in f else ""
-        return f"reload{extra} gen {f.get('generation', '?')}"
+        what = f.get("_", "")
+        took = f" in {f['ms']} ms" if "ms" in f else ""
+        return f"reload {what}{took} (generation {f.get('generation', '?')})".replace("  ", " ")
     if n == "kill-timeout":
         return f"drain cut after {f.get('ms', '?')} ms"
     return n
@@ -449,7 +451,7 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
     # Restart connectors first, so bars and glyphs sit on top of them.
     for ln in lanes:
         if ln.replaced_by in lane_y:
-            ev = next((e for e in ln.events if e.name == "restart"), None)
+            ev = next((e for e in ln.events if "replacement" in e.fields), None)
             if ev:
                 x = X(ev.t)
                 d.path(f"M{x:.1f},{lane_y[ln.pid]:.1f} L{x:.1f},{lane_y[ln.replaced_by]:.1f}", stroke="#555",
@@ -582,7 +584,7 @@ def draw(events, requests, actions=(), title="", subtitle="", start=None, end=No
         req_bottom = ly + 4
 
     y = req_bottom + 20
-    footer = f"Drawn by tools/timeline.py" + (f" from {source}" if source else "") + \
+    footer = "Drawn by tools/timeline.py" + (f" from {source}" if source else "") + \
         f". Time 0 = {time.strftime('%H:%M:%S', time.localtime(origin))}.{int(origin * 1000) % 1000:03d} " \
         "(wall clock of the event log's t=)."
     d.text(16, y, footer, size=10, fill="#666")
