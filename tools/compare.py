@@ -876,7 +876,7 @@ def main(argv=None):
 
     # Labs that are not servers (lab11 is a command-line program: no --port, no ready line).
     skipped = [(l, "not a server (its --help lists no --port)") for l in labs
-               if not labinfo.has_flag(labinfo.help_text(l.binary()), "port")]
+               if l.binary().exists() and not labinfo.has_flag(labinfo.help_text(l.binary()), "port")]
     for lab, why in skipped:
         progress(f"compare: {lab.short} {why}: skipped")
     labs = [l for l in labs if l not in [s for s, _ in skipped]]
