@@ -825,7 +825,7 @@ class Scenario:
 
 
 SCENARIOS = {s.lab: s for s in [
-    Scenario("lab07", "kill -9 one of 3 workers under load: the master redeals its queue and serves on with 2",
+    Scenario("lab07", "kill -9 one of 3 workers under load: only what it had in flight fails; the master deals on to the 2 left",
              kill9_one_worker, ("--workers", "3")),
     Scenario("lab08", "every worker crashes holding a /sleep?ms=800: replacements start only when the drains end",
              crash_every_worker, ("--workers", "3")),
