@@ -317,3 +317,18 @@ def test_compare_draws_the_herd_and_the_crash_gap_from_measurements(tmp_path):
     texts = [t.text or "" for t in chart.iter(f"{{{NS['svg']}}}text")]
     assert any(t.startswith("lab06: per connection") for t in texts)
     assert any(t.startswith("The crash gap") for t in texts)
+
+
+@pytest.mark.timeout(30)
+def test_a_bar_with_failures_says_what_failed_on_the_chart():
+    import compare
+    import svg
+    m = compare.Measure("loadgen …", rps=40.0, failed=12, failed_detail="10 timeout, 2 reset")
+    text = compare.explain_failures(m)
+    assert text.startswith("12 failed: 10 timeout (not served within") and "2 reset (closed mid-request)" in text
+    assert compare.explain_failures(compare.Measure("x", rps=1.0, failed=0)) == ""
+    chart = ET.fromstring(svg.chart("t", "", [svg.Panel("p", "", [svg.Row("lab01", "", [
+        svg.Slot([svg.Layer(40.0)], "40", text)])], note="what the panel shows")]))
+    red = [t for t in chart.iter(f"{{{NS['svg']}}}text") if t.text == text]
+    assert red and red[0].get("fill") == svg.FAILURE_RED
+    assert any(t.text == "what the panel shows" for t in chart.iter(f"{{{NS['svg']}}}text"))
