@@ -164,6 +164,10 @@ def draw_panel(svg, panel, y):
                 svg.text(x0 + end * scale + 5, sy + SLOT_H - 2, slot.label, size=11)
             if slot.failures:
                 fx = x0 + end * scale + 5 + (6.3 * len(slot.label) + 6 if slot.label else 0)
+                w = 6.6 * len(slot.failures)
+                if fx + w > WIDTH - 8:  # no room after a long bar: inside its end, on white
+                    fx = max(x0 + end * scale - 6 - w, x0 + 6) if end * scale > w + 12 else WIDTH - 8 - w
+                    svg.rect(fx - 4, sy - 1, w + 8, SLOT_H + 2, "white", stroke=FAILURE_RED)
                 svg.text(fx, sy + SLOT_H - 2, slot.failures, size=11, fill=FAILURE_RED, weight="bold")
             sy += SLOT_H + SLOT_GAP
         ry += h + ROW_GAP
