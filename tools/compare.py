@@ -415,7 +415,7 @@ def measure_fds_per_connection(lab):
     """The master's open fds with FD_CONNECTIONS kept-alive connections open, minus before, per
     connection: 0 where the master hands each connection off (lab07), 2 where it relays (lab12)."""
     try:
-        with labinfo.RunningLab(lab, ["--workers", str(labinfo.WORKERS)]) as running:
+        with labinfo.RunningLab(lab, labinfo.profile(lab).args) as running:  # --workers 2 where it has workers
             before = fd_count(running.pid)
             socks = []
             try:
@@ -438,7 +438,7 @@ def measure_fds_per_connection(lab):
 def measure_reload(lab, root):
     """HOOK(lab14): ./loadgen GET / while SIGHUP replaces every worker: the failed requests."""
     sc = timeline.SCENARIOS["lab14"]
-    sc = timeline.Scenario(lab.short, "", sc.act, ("--workers", str(labinfo.WORKERS)), "/", 2)
+    sc = timeline.Scenario(lab.short, "", sc.act, tuple(labinfo.profile(lab).args), "/", 2)
     with tempfile.TemporaryDirectory(prefix="compare-reload-") as tmp:
         try:
             rec = timeline.record(sc, Path(tmp) / "log", Path(tmp) / "trace", root)
