@@ -521,7 +521,7 @@ struct Stats {
 // from the monotonic clock, as every latency here is, plus the wall-minus-monotonic offset taken
 // once at the start: a wall clock stepped mid-run cannot bend a latency. STATUS and PID are `-`
 // for a request that got no response; ERROR is `-` for one that did. Requests still in flight
-// when --duration ends are in neither the report nor the trace.
+// when the run ends (--duration, SIGINT) are in neither the report nor the trace.
 
 const char* const kErrorNames[kErrorKinds] = {"connect", "reset", "timeout", "bad_response"};
 
@@ -546,7 +546,6 @@ public:
         std::fputs("# loadgen trace: start end status pid error (wall-clock seconds, as the event log's t=)\n", file_);
         return true;
     }
-    bool enabled() const { return file_ != nullptr; }
 
     void request(uint64_t start_ns, uint64_t end_ns, int status, std::string_view pid, const char* error) {
         if (!file_) return;
