@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,13 +52,6 @@ namespace {
 
 volatile sig_atomic_t g_stop = 0;  // set by SIGINT/SIGTERM; the loop reports what was done so far
 void on_signal(int) { g_stop = 1; }
-
-// SIGINT or SIGTERM arrived while blocked (outside epoll_pwait/ppoll) and is still pending.
-bool stop_pending() {
-    sigset_t pending;
-    if (sigpending(&pending) < 0) return false;
-    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
-}
 
 uint64_t now_ns() {
     timespec ts;
@@ -616,6 +610,20 @@ public:
         head_method_ = cfg.method == "HEAD";
         epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
         if (!epoll_) die_errno("epoll_create1");
+        // epoll_pwait runs the SIGINT handler only if it sleeps: one that returns at once (events
+        // ready, or a zero timeout) puts the blocking mask back with the signal still pending. A
+        // run that always has something ready (a busy server, every connect refused at once)
+        // would never stop. A signalfd in the set turns the pending signal into an event.
+        sigset_t stop_signals;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        stop_fd_.reset(signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC));
+        if (!stop_fd_) die_errno("signalfd");
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = nullptr;  // the one event that is not a Conn
+        if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_fd_.get(), &ev) < 0) die_errno("epoll_ctl(signalfd)");
         idle_.reserve(conns_.size());
         idle_batch_.reserve(conns_.size());
         next_.reserve(conns_.size());
@@ -655,11 +663,13 @@ public:
                 if (errno == EINTR) continue;
                 die_errno("epoll_wait");
             }
-            // A zero-timeout epoll_pwait that finds nothing returns without delivering a pending
-            // signal (it never sleeps, so it is never interrupted): a run whose every connect is
-            // refused at once would never see SIGINT. Look for it.
-            if (timeout_ms == 0 && stop_pending()) g_stop = 1;
-            for (int i = 0; i < n; ++i) on_event(*static_cast<Conn*>(events[i].data.ptr), events[i].events);
+            for (int i = 0; i < n; ++i) {
+                if (!events[i].data.ptr) {
+                    g_stop = 1;  // the signal stays pending, unread: it ends the run, once
+                    continue;
+                }
+                on_event(*static_cast<Conn*>(events[i].data.ptr), events[i].events);
+            }
             send_next();
         }
         stats.duration_s = static_cast<double>(now_ns() - run_start) / 1e9;
@@ -886,6 +896,7 @@ private:
     const std::string request_;  // built once, written as is for every request
     Trace& trace_;
     Fd epoll_;
+    Fd stop_fd_;  // signalfd for SIGINT/SIGTERM (see the constructor)
     std::vector<Conn> conns_;  // never resized: epoll events point into it
     std::vector<Conn*> idle_, idle_batch_;
     std::vector<Conn*> next_;  // answered in this batch: their next request is written after it

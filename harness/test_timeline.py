@@ -332,3 +332,28 @@ def test_a_bar_with_failures_says_what_failed_on_the_chart():
     red = [t for t in chart.iter(f"{{{NS['svg']}}}text") if t.text == text]
     assert red and red[0].get("fill") == svg.FAILURE_RED
     assert any(t.text == "what the panel shows" for t in chart.iter(f"{{{NS['svg']}}}text"))
+
+
+@pytest.mark.timeout(60)
+def test_loadgen_stops_on_sigint_while_every_connect_is_refused(start_lab, tmp_path):
+    """The scenario's way to end its load: SIGINT. It must work even when the lab is gone and every
+    connect fails at once (a zero-timeout epoll_pwait never delivers a pending signal)."""
+    import signal as sig
+    from conftest import wait_until
+    lab = start_lab("lab07", "--workers", "2")
+    trace = tmp_path / "trace"
+    load = subprocess.Popen([str(LOADGEN), "--duration", "30", "--connections", "4", "--json", "--trace", str(trace),
+                             lab.url + "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: trace.exists() and trace.stat().st_size > 0, 10, what="the trace to fill")
+        lab.stop()
+        wait_until(lambda: " connect\n" in trace.read_text(), 10, what="refused connects in the trace")
+        load.send_signal(sig.SIGINT)
+        out, err = load.communicate(timeout=5)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.communicate()
+    assert load.returncode == 0, err
+    report = json.loads(out)
+    assert report["interrupted"] and report["errors"]["connect"] > 0, report
