@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""floods.py — what a flood of bad input costs a lab. Prints figures, never pass/fail.
+
+    /usr/bin/python3 bench/floods.py                      # ./lab04, 4 flooders, 10 s per flood
+    /usr/bin/python3 bench/floods.py --lab ./lab07 --args "--workers 2" --flooders 1
+
+For each flood of harness/contract.py (endless empty lines, endless trailer lines, 1-byte chunks
+with 8,000-byte extensions), a fresh lab is started with its default timeouts (as a user runs it),
+then FLOODERS connections flood it at once for at most SECONDS. Meanwhile, every 100 ms, another
+client times a `GET /` on a fresh connection, and the lab's RSS (all its processes) is sampled.
+Printed per flood: RSS at rest and at its peak, how long until the lab closed each flood
+connection (or "open" if it never did), and the GET / latencies (median and worst).
+Everything runs on 127.0.0.1.
+"""
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "harness"))
+from contract import FLOODS, flood_once  # noqa: E402  (the floods the contract tests send)
+from conftest import get, group_members, rss_kib  # noqa: E402
+
+READY = re.compile(r"listening on http://[^:]+:(\d+) pid=(\d+)")
+
+
+def start(lab, args):
+    proc = subprocess.Popen([lab, "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+    m = READY.search(proc.stdout.readline())
+    if not m:
+        proc.kill()
+        sys.exit(f"floods: {lab} printed no ready line")
+    return proc, int(m.group(1))
+
+
+def rss_mb(pgid):
+    total = 0
+    for pid in group_members(pgid):
+        try:
+            total += rss_kib(pid)
+        except OSError:
+            pass
+    return total / 1024
+
+
+def run(lab, args, kind, flooders, seconds):
+    proc, port = start(lab, args)
+    try:
+        head, unit, _ = FLOODS[kind]
+        rest = rss_mb(proc.pid)
+        deadline = time.monotonic() + seconds
+        closed = [None] * flooders
+
+        def flood(i):
+            closed[i] = flood_once(port, head, unit, deadline)[1]
+        threads = [threading.Thread(target=flood, args=(i,)) for i in range(flooders)]
+        for t in threads:
+            t.start()
+        peak, latencies = rest, []
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, rss_mb(proc.pid))
+            started = time.monotonic()
+            try:
+                get(port, "/", timeout=30)
+                latencies.append((time.monotonic() - started) * 1000)
+            except Exception:  # noqa: BLE001  (a refused GET is a figure too)
+                latencies.append(float("inf"))
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        peak = max(peak, rss_mb(proc.pid))
+        shown = ", ".join("open" if c is None else f"{c * 1000:.0f} ms" for c in closed)
+        lat = (f"median {statistics.median(latencies):.1f} ms, worst {max(latencies):.1f} ms "
+               f"({len(latencies)} requests)") if latencies else "none sent (the flood ended first)"
+        print(f"| {kind} | {rest:.1f} MB | {peak:.1f} MB | {shown} | {lat} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lab", default=str(REPO / "lab04"))
+    ap.add_argument("--args", default="", help="extra arguments for the lab")
+    ap.add_argument("--flooders", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--floods", default=",".join(FLOODS), help="comma-separated subset")
+    o = ap.parse_args()
+    print(f"{o.lab} {o.args}: {o.flooders} flood connections, at most {o.seconds:g} s each")
+    print("| flood | RSS at rest | peak RSS | closed after | GET / during the flood |")
+    print("|---|--:|--:|---|---|")
+    for kind in o.floods.split(","):
+        run(o.lab, o.args.split(), kind, o.flooders, o.seconds)
+
+
+if __name__ == "__main__":
+    main()
