@@ -10,6 +10,8 @@ then FLOODERS connections flood it at once for at most SECONDS. Meanwhile, every
 client times a `GET /` on a fresh connection, and the lab's RSS (all its processes) is sampled.
 Printed per flood: RSS at rest and at its peak, how long until the lab closed each flood
 connection (or "open" if it never did), and the GET / latencies (median and worst).
+With --reconnect, each flooder opens a new connection as soon as one is refused, so a lab that
+refuses floods at once is still under flood for all SECONDS while GET / is timed.
 Everything runs on 127.0.0.1.
 """
 import argparse
@@ -49,16 +51,19 @@ def rss_mb(pgid):
     return total / 1024
 
 
-def run(lab, args, kind, flooders, seconds):
+def run(lab, args, kind, flooders, seconds, reconnect):
     proc, port = start(lab, args)
     try:
         head, unit, _ = FLOODS[kind]
         rest = rss_mb(proc.pid)
         deadline = time.monotonic() + seconds
-        closed = [None] * flooders
+        closed = [[] for _ in range(flooders)]
 
         def flood(i):
-            closed[i] = flood_once(port, head, unit, deadline)[1]
+            while True:
+                closed[i].append(flood_once(port, head, unit, deadline)[1])
+                if not reconnect or closed[i][-1] is None or time.monotonic() >= deadline:
+                    break
         threads = [threading.Thread(target=flood, args=(i,)) for i in range(flooders)]
         for t in threads:
             t.start()
@@ -75,7 +80,12 @@ def run(lab, args, kind, flooders, seconds):
         for t in threads:
             t.join()
         peak = max(peak, rss_mb(proc.pid))
-        shown = ", ".join("open" if c is None else f"{c * 1000:.0f} ms" for c in closed)
+        if reconnect:
+            times = [c * 1000 for each in closed for c in each if c is not None]
+            shown = (f"{len(times)} connections refused, median {statistics.median(times):.1f} ms, "
+                     f"worst {max(times):.1f} ms") if times else "none refused"
+        else:
+            shown = ", ".join("open" if c[0] is None else f"{c[0] * 1000:.0f} ms" for c in closed)
         lat = (f"median {statistics.median(latencies):.1f} ms, worst {max(latencies):.1f} ms "
                f"({len(latencies)} requests)") if latencies else "none sent (the flood ended first)"
         print(f"| {kind} | {rest:.1f} MB | {peak:.1f} MB | {shown} | {lat} |", flush=True)
@@ -91,12 +101,15 @@ def main():
     ap.add_argument("--flooders", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--floods", default=",".join(FLOODS), help="comma-separated subset")
+    ap.add_argument("--reconnect", action="store_true",
+                    help="each flooder opens a new connection whenever one is refused, until SECONDS")
     o = ap.parse_args()
-    print(f"{o.lab} {o.args}: {o.flooders} flood connections, at most {o.seconds:g} s each")
+    how = "reconnecting whenever refused, for" if o.reconnect else "at most"
+    print(f"{o.lab} {o.args}: {o.flooders} flood connections, {how} {o.seconds:g} s")
     print("| flood | RSS at rest | peak RSS | closed after | GET / during the flood |")
     print("|---|--:|--:|---|---|")
     for kind in o.floods.split(","):
-        run(o.lab, o.args.split(), kind, o.flooders, o.seconds)
+        run(o.lab, o.args.split(), kind, o.flooders, o.seconds, o.reconnect)
 
 
 if __name__ == "__main__":
