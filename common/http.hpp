@@ -48,7 +48,7 @@ struct HttpLimits {
 // Per-connection time limits, the same in blocking and event-driven labs.
 struct ConnectionLimits {
     long idle_timeout_ms = 5000;     // a kept-alive connection with no new request (Node: 5 s)
-    long header_timeout_ms = 10000;  // a request whose head has not fully arrived (slow clients)
+    long header_timeout_ms = 10000;  // a request not complete this long after its first byte (slow clients)
     HttpLimits http;
 };
 
