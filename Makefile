@@ -3,6 +3,7 @@
 #   make lab07 && ./lab07      build one stage and run it
 #   make                       build every lab, the load client and the unit tests
 #   make test                  run the whole harness through CTest (unit tests + one entry per lab)
+#   make fuzz                  libFuzzer targets (clang), FUZZ_SECONDS each; not part of `make all`
 #   make clean
 
 CXX      ?= g++
@@ -74,6 +75,49 @@ test: all
 bench: all
 	@sh bench/bench.sh
 
+# --- fuzzing (clang's libFuzzer with ASan and UBSan) -------------------------------------
+# `make fuzz` builds fuzz/fuzz_*.cpp and common/ with clang into build/fuzz/, then runs each target
+# for FUZZ_SECONDS on the seeds in fuzz/corpus/NAME (new inputs go to build/fuzz/corpus/NAME, a
+# crashing input to build/fuzz/crash-NAME-*). A crash or a disagreement fails the target.
+# clang is a developer tool here, like ab and siege: without it the target says so and skips,
+# except in CI (CI=true), where a missing clang is a failure.
+.PHONY: fuzz
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CXXFLAGS := -std=c++20 -g -O1 -Wall -Wextra -Werror -Icommon $(FUZZ_SANITIZE)
+FUZZ_NAMES := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+FUZZ_COMMON_OBJS := $(COMMON_SRCS:%.cpp=$(BUILD)/fuzz/%.o)
+
+$(BUILD)/fuzz/common/%.o: common/%.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -MMD -MP -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.cpp $(FUZZ_COMMON_OBJS)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $^ -o $@ -pthread
+
+fuzz:
+	@if ! command -v $(FUZZ_CXX) >/dev/null 2>&1 || \
+	    ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' | \
+	      $(FUZZ_CXX) -x c++ -fsanitize=fuzzer - -o /dev/null >/dev/null 2>&1; then \
+	  echo "make fuzz: $(FUZZ_CXX) with libFuzzer is not installed (apt-get install clang libclang-rt-14-dev): skipped"; \
+	  [ -z "$$CI" ] || { echo "make fuzz: CI must install it"; exit 1; }; \
+	  exit 0; fi; \
+	$(MAKE) --no-print-directory $(FUZZ_BINS) && \
+	for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$n; \
+	  echo "fuzz $$n: $(FUZZ_SECONDS) s (seeds: fuzz/corpus/$$n)"; \
+	  $(BUILD)/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 -close_fd_mask=2 \
+	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/crash-$$n- \
+	    $(BUILD)/fuzz/corpus/$$n fuzz/corpus/$$n 2>$(BUILD)/fuzz/$$n.log; \
+	  status=$$?; grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^Done' $(BUILD)/fuzz/$$n.log | sed 's/^/  /'; \
+	  if [ $$status -ne 0 ]; then \
+	    tail -n 60 $(BUILD)/fuzz/$$n.log; \
+	    echo "make fuzz: fuzz_$$n failed; reproduce with: $(BUILD)/fuzz/fuzz_$$n $(BUILD)/fuzz/crash-$$n-*"; \
+	    exit 1; fi; \
+	done
+
 # --- teaching tools (tools/*.py) --------------------------------------------------------
 .PHONY: compare diff grade exercise timeline
 TOOL ?= loadgen
@@ -111,6 +155,7 @@ help:
 	@echo "  make timeline LAB=lab09      a scripted scenario under load, drawn: build/timeline/lab09.svg (OUT=file.svg)"
 	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"
 	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"
+	@echo "  make fuzz            libFuzzer targets for the HTTP parser, JSON and the channel (clang; FUZZ_SECONDS=60 each)"
 	@echo "  make clean           remove build outputs"
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -48,7 +48,11 @@ void serve_client(Fd client, const ConnectionLimits& limits, const std::function
         while (true) {
             Request req;
             RequestParser::Result r = parser.parse(in, req);
-            if (r.status == RequestParser::Status::need_more) break;
+            if (r.status == RequestParser::Status::need_more) {
+                // The client waits for this before it sends the body (RFC 9110 §10.1.1).
+                if (r.send_continue && !write_all(fd, "HTTP/1.1 100 Continue\r\n\r\n")) return;
+                break;
+            }
             out.clear();
             if (r.status == RequestParser::Status::error) {
                 append_response(out, r.error_status, r.error_reason + "\n", 1, false, false);

@@ -40,6 +40,8 @@ constexpr size_t kMaxPendingOutput = 64 * 1024;
 constexpr size_t kMaxReadAhead = 64 * 1024;
 
 size_t pending_output(const std::string& out, size_t out_off) { return out.size() - out_off; }
+
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 }  // namespace
 
 HttpServer::HttpServer(EventLoop& loop, ConnectionLimits limits) : loop_(loop), limits_(limits) {
@@ -136,7 +138,12 @@ void HttpServer::answer_requests(Conn& c) {
     while (!c.busy && !c.close_after && pending_output(c.out, c.out_off) < kMaxPendingOutput) {
         Request req;
         RequestParser::Result r = c.parser.parse(c.unparsed(), req);
-        if (r.status == RequestParser::Status::need_more) break;
+        if (r.status == RequestParser::Status::need_more) {
+            // The client waits for this before it sends the body (RFC 9110 §10.1.1). In order:
+            // every earlier response is already in `out`.
+            if (r.send_continue) c.out += kContinue;
+            break;
+        }
         if (r.status == RequestParser::Status::error) {
             c.close_after = true;
             c.pending.version_minor = 1;
@@ -243,7 +250,9 @@ void HttpServer::flush(Conn& c) {
 
 void HttpServer::update_interest(Conn& c) {
     size_t out_waiting = pending_output(c.out, c.out_off);
-    bool read_more = !c.peer_eof && out_waiting < kMaxPendingOutput &&
+    // After an error nothing more is parsed, so nothing more is read: a flood that is being
+    // refused cannot grow `in` while the refusal is written.
+    bool read_more = !c.peer_eof && !c.close_after && out_waiting < kMaxPendingOutput &&
                      !(c.busy && c.unparsed().size() >= kMaxReadAhead);
     // EPOLLOUT only while output is waiting; otherwise the level-triggered loop would spin on it.
     uint32_t want = (read_more ? uint32_t{EPOLLIN} : 0u) | (out_waiting ? uint32_t{EPOLLOUT} : 0u);

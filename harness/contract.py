@@ -3,6 +3,7 @@
 Each lab's test file calls these with its own lab, so `pytest harness/test_lab05_fd_passing.py -v`
 reads as that lab's spec. A check asserts what a user of curl, ab and siege would observe.
 """
+import select
 import socket
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from conftest import (exchange, fd_count, get, run_ab, run_load, run_siege, wait_until,
-                      zombies_of, connect, parse_responses)
+                      zombies_of, connect, parse_responses, rss_kib)
 
 
 def read_one_response(sock):
@@ -207,6 +208,192 @@ def check_sigterm(lab):
     wait_until(lambda: not lab.processes(), 5, what=f"processes {members} to exit")
 
 
+# --- floods and smuggling: bad input that must cost the server little and harm nobody -----------
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+# (what is sent once, what is then sent again and again, the statuses that may refuse it)
+FLOODS = {
+    # RFC 9112 §2.2 lets a server skip a few empty lines before a request line, not endless ones.
+    "empty lines": (b"", b"\r\n" * 4096, (400,)),
+    # After the last chunk, a trailer section that never ends.
+    "trailer lines": (CHUNKED_HEAD + b"0\r\n", b"X: y\r\n" * 2048, (400, 413, 431)),
+    # 1-byte chunks, each with an 8,000-byte extension (the class of Node's CVE-2024-22019).
+    "chunk extensions": (CHUNKED_HEAD, (b"1;" + b"e" * 8000 + b"\r\nx\r\n") * 8, (400, 413)),
+}
+FLOOD_RSS_LIMIT_KIB = 20 * 1024
+
+
+def lab_rss_kib(lab):
+    """RSS of every process of the lab, summed (a worker may have exited meanwhile)."""
+    total = 0
+    for pid in lab.processes():
+        try:
+            total += rss_kib(pid)
+        except OSError:
+            pass
+    return total
+
+
+def flood_once(port, head, unit, deadline, stop=None):
+    """One connection: sends `head`, then `unit` over and over, and reads whatever comes back,
+    until the server closes it, `deadline` (time.monotonic()) passes or `stop` is set.
+    Returns (bytes received, seconds until the server closed it, or None if it never did)."""
+    s = connect(port)
+    s.setblocking(False)
+    started = time.monotonic()
+    out, sent, data = head + unit, 0, b""
+    can_send = True
+    try:
+        while time.monotonic() < deadline and not (stop and stop.is_set()):
+            readable, writable, _ = select.select([s], [s] if can_send else [], [], 0.05)
+            if readable:
+                try:
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    chunk = None
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk == b"":
+                    return data, time.monotonic() - started
+                data += chunk or b""
+            if writable:
+                try:
+                    sent += s.send(out[sent:])
+                except BlockingIOError:
+                    pass
+                except OSError:  # EPIPE, ECONNRESET: the server closed; read what it said
+                    can_send = False
+                if sent == len(out):
+                    out, sent = unit, 0
+        return data, None
+    finally:
+        s.close()
+
+
+def check_flood_refused(lab, kind, seconds=5.0):
+    """One client floods the lab: it must be refused (the status FLOODS names, then a close)
+    within 2 s, and the lab's memory must grow by less than FLOOD_RSS_LIMIT_KIB meanwhile."""
+    head, unit, statuses = FLOODS[kind]
+    baseline = lab_rss_kib(lab)
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], lab_rss_kib(lab))
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        data, closed_after = flood_once(lab.port, head, unit, time.monotonic() + seconds)
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], lab_rss_kib(lab))
+    rs = parse_responses(data)
+    assert closed_after is not None, f"{kind}: still open after {seconds} s of flood; got {rs}"
+    assert closed_after < 2.0, f"{kind}: closed only after {closed_after:.2f} s"
+    assert rs and rs[0].status in statuses, f"{kind}: expected one of {statuses}, got {rs} {data[:200]!r}"
+    assert rs[0].header("connection") == "close"
+    grew = peak[0] - baseline
+    assert grew < FLOOD_RSS_LIMIT_KIB, f"{kind}: the lab's RSS grew by {grew} kB ({baseline} -> {peak[0]})"
+    assert get(lab.port, "/").status == 200
+
+
+def check_others_served_during_floods(lab, seconds=2.0):
+    """Three clients flood (empty lines, trailers, chunk extensions), each reconnecting as soon
+    as it is refused. Meanwhile another client's GET / is answered every time, in under 2 s
+    (at once where the lab has spare capacity; in lab01, once the flood connection in front
+    of it is refused), every flood connection is refused within 2 s, and the lab's memory stays
+    bounded."""
+    stop = threading.Event()
+    deadline = time.monotonic() + seconds + 10
+
+    unrefused = []  # flood connections the lab left open for more than 2 s
+
+    def flooder(kind):
+        head, unit, _ = FLOODS[kind]
+        while not stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            closed_after = flood_once(lab.port, head, unit, deadline, stop)[1]
+            if closed_after is None and time.monotonic() - started > 2.0:
+                unrefused.append(kind)
+
+    baseline = lab_rss_kib(lab)
+    flooders = [threading.Thread(target=flooder, args=(k,), daemon=True) for k in FLOODS]
+    for t in flooders:
+        t.start()
+    latencies, peak = [], baseline
+    try:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            started = time.monotonic()
+            r = get(lab.port, "/", timeout=5)
+            latencies.append(time.monotonic() - started)
+            assert r.status == 200
+            peak = max(peak, lab_rss_kib(lab))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in flooders:
+            t.join()
+    assert not unrefused, f"flood connections left open for over 2 s: {unrefused}"
+    assert max(latencies) < 2.0, f"GET / during the floods took up to {max(latencies):.3f} s: {latencies}"
+    assert peak - baseline < FLOOD_RSS_LIMIT_KIB, f"the lab's RSS grew by {peak - baseline} kB during the floods"
+
+
+def check_smuggling_by_nul_in_a_header_name(lab):
+    """`Content-Length\\0: 30` is no Content-Length: a parser that skipped the bad name would
+    answer the POST (405), then serve its 30-byte body as a second request (200 /pid). One 400
+    and a close, nothing else."""
+    smuggled = b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert len(smuggled) == 30
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length\0: 30\r\n\r\n" + smuggled
+    rs, closed = exchange(lab.port, raw, expect=2, timeout=3)
+    assert [r.status for r in rs] == [400], rs
+    assert closed
+    for raw in (b"G\0T / HTTP/1.1\r\nHost: x\r\n\r\n",                   # NUL in the method
+                b"GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n",        # NUL in a value
+                b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"):                 # space before the colon
+        rs, closed = exchange(lab.port, raw, expect=2, timeout=3)
+        assert [r.status for r in rs] == [400] and closed, (raw, rs)
+
+
+def check_absolute_form(lab):
+    r = exchange(lab.port, b"GET http://example.com/pid HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")[0][0]
+    assert r.status == 200 and r.body.decode().strip() == r.header("x-worker-pid"), r
+
+
+def check_http09_answered_at_once(lab):
+    """`GET /` and Enter (HTTP/0.9, no version) is answered at once with 505, not left to the
+    header timeout."""
+    started = time.monotonic()
+    rs, closed = exchange(lab.port, b"GET /\r\n", timeout=5)
+    assert rs and rs[0].status == 505 and closed, rs
+    assert time.monotonic() - started < 1.0
+
+
+def check_expect_100_continue(lab):
+    """A client that sends `Expect: 100-continue` waits for `100 Continue` before its body
+    (RFC 9110 §10.1.1; curl waits 1 s for it). It gets it at once, then the final answer."""
+    with connect(lab.port, timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        s.settimeout(1.0)
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            assert chunk, f"closed before 100 Continue: {data!r}"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), data
+        s.sendall(b"hello")
+        s.settimeout(5.0)
+        while chunk := s.recv(4096):
+            data += chunk
+    rs = parse_responses(data[len(b"HTTP/1.1 100 Continue\r\n\r\n"):])
+    assert [r.status for r in rs] == [405], data
+
+
 class ContractTests:
     """The shared contract as tests. A lab's test file defines its `lab` fixture and says
 
@@ -281,3 +468,43 @@ class ContractTests:
     @pytest.mark.points(2)
     def test_sigterm_exits_cleanly(self, lab):
         check_sigterm(lab)
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_endless_empty_lines_get_400_and_a_close_with_bounded_memory(self, lab):
+        check_flood_refused(lab, "empty lines")
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_endless_trailer_lines_are_refused_with_bounded_memory(self, lab):
+        check_flood_refused(lab, "trailer lines")
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_huge_chunk_extensions_are_refused_with_bounded_memory(self, lab):
+        check_flood_refused(lab, "chunk extensions")
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(60)
+    def test_other_clients_are_served_during_floods(self, lab):
+        check_others_served_during_floods(lab)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(30)
+    def test_nul_in_a_header_name_gets_400_and_no_smuggled_request(self, lab):
+        check_smuggling_by_nul_in_a_header_name(lab)
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_an_absolute_form_target_is_served(self, lab):
+        check_absolute_form(lab)
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_an_http09_request_line_is_answered_at_once(self, lab):
+        check_http09_answered_at_once(lab)
+
+    @pytest.mark.points(1)
+    @pytest.mark.timeout(30)
+    def test_expect_100_continue_gets_100_before_the_body(self, lab):
+        check_expect_100_continue(lab)

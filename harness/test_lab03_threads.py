@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import connect, parse_responses, run_load, wait_until
+import re
+
+from conftest import connect, parse_responses, run_ab, run_load, wait_until
 import contract
 
 LAB = "lab03"
@@ -183,6 +185,21 @@ def test_a_pool_thread_is_held_by_an_idle_keepalive_connection(start_lab):
     finally:
         for s in idle:
             s.close()
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(60)
+def test_ab_keepalive_beyond_the_pool_stalls_one_idle_timeout_with_at_most_n_failures(start_lab):
+    # The lesson kept on purpose (see the notes: "A pool of N holds N idle connections"):
+    # `ab -k -c 20` against 8 threads. Once ab has sent its requests, the 8 kept-alive
+    # connections go quiet and hold all 8 threads until the idle timeout, while 12 connections
+    # wait in the accept queue. ab counts each idle close as a failed ("Length") request.
+    lab = pool(start_lab, 8, "--idle-timeout", "1000", "--header-timeout", "1500")
+    result = run_ab(lab.url + "/", n=2000, c=20, keepalive=True)
+    taken = float(re.search(r"Time taken for tests:\s+([\d.]+)", result["output"]).group(1))
+    assert result["complete"] == 2000, result["output"]
+    assert 1 <= result["failed"] <= 8, result["output"]  # one per held connection, at most
+    assert 0.9 <= taken < 4.0, f"expected one idle timeout (1 s) of stall, took {taken} s"
 
 
 @pytest.mark.points(2)
