@@ -6,14 +6,15 @@
 #
 # Servers, 2 workers each: ./lab14 --workers 2 --config FILE (SIGHUP reloads it), and
 # bench/node_app.js under PM2 in cluster mode (`pm2 start node_app.js -i 2`, `pm2 reload`), with
-# PM2's defaults (listen_timeout 3000 ms, kill_timeout 1600 ms) and the graceful SIGINT handler
-# PM2's documentation asks apps to have. PM2 comes from npm: $PM2 if set, else
-# `npm install pm2` into a temporary prefix (PM2_HOME in the same temporary dir, so no daemon
-# of anyone else's is touched); without npm, or if the install fails, PM2's rows are skipped
-# with the reason.
+# PM2's defaults (listen_timeout 3000 ms, kill_timeout 1600 ms), twice: `pm2` with the graceful
+# SIGINT handler PM2's documentation asks apps to have, `pm2-plain` without it (GRACEFUL=0).
+# PM2 comes from npm: $PM2 if set, else `npm install pm2` into a temporary prefix (PM2_HOME in
+# the same temporary dir, so no daemon of anyone else's is touched); without npm, or if the
+# install fails, PM2's rows are skipped with the reason.
 #
-# Each round, for each server and each load mode (a connection per request; keep-alive), both
-# with ./loadgen --connections $CONNECTIONS:
+# Each round, for each server and each load mode, all with ./loadgen --connections $CONNECTIONS:
+# `close` GET / on a connection per request, `keepalive` GET / kept alive, `sleep`
+# GET /sleep?ms=$SLEEP_MS on a connection per request (long requests in flight at every moment):
 #   outside  loadgen for $OUTSIDE_S s, no reload: the worst latency outside reloads
 #   during   loadgen runs; 1 s in, one reload (lab14: SIGHUP, until the log says `reload done`;
 #            PM2: until `pm2 reload` returns); loadgen stops 1 s after the reload: the failed
@@ -28,6 +29,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-8}
 OUTSIDE_S=${OUTSIDE_S:-3}
+SLEEP_MS=${SLEEP_MS:-300}
 
 for tool in curl node python3; do
     command -v "$tool" >/dev/null 2>&1 || { echo "bench_reload: $tool is not installed" >&2; exit 1; }
@@ -50,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now_ms() { python3 -c 'import time; print(int(time.monotonic() * 1000))'; }
+now_ms() { date +%s%3N; }  # GNU date: milliseconds, without starting an interpreter
 
 # Waits for a line matching $2 in file $1 (a ready line, a log event), polling every 10 ms.
 wait_line() {
@@ -79,12 +81,13 @@ printf 'greeting=hello\nversion=1\n' >"$conf"
 lab_pid=$!
 wait_line "$tmp/lab14.out" 'listening on'
 lab_url="$(sed -n 's|^lab14 listening on \(http://[^ ]*\) pid=.*|\1|p' "$tmp/lab14.out")/"
-generation=1
+echo 1 >"$tmp/generation"
 
 # lab14's reload: write the next version, SIGHUP, wait for `reload done`. Prints the master's
 # own figure (ms=) and the wall time seen from here.
 reload_lab14() {
-    generation=$((generation + 1))
+    generation=$(($(cat "$tmp/generation") + 1))  # a file: this runs in a $(...) subshell
+    echo "$generation" >"$tmp/generation"
     printf 'greeting=hello\nversion=%s\n' "$generation" >"$conf"
     t0=$(now_ms)
     kill -HUP "$lab_pid"
@@ -110,23 +113,40 @@ else
 fi
 if [ -n "$pm2" ]; then
     pm2_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    pm2_port=$(free_port)
+    plain_port=$(free_port)
     PORT=$pm2_port "$pm2" start bench/node_app.js -i 2 --name clusterlab-reload >"$tmp/pm2-start.log" 2>&1 ||
         { pm2_skip="pm2 start failed: $(tail -3 "$tmp/pm2-start.log")"; }
+    [ -n "$pm2_skip" ] || GRACEFUL=0 PORT=$plain_port "$pm2" start bench/node_app.js -i 2 --name clusterlab-reload-plain \
+        >>"$tmp/pm2-start.log" 2>&1 || { pm2_skip="pm2 start failed: $(tail -3 "$tmp/pm2-start.log")"; }
     pm2_url="http://127.0.0.1:$pm2_port/"
-    # Ready: both workers answer (two distinct pids).
-    i=0
-    while [ -z "$pm2_skip" ]; do
-        pids=$(for _ in 1 2 3 4 5 6 7 8; do curl -s "${pm2_url}pid" 2>/dev/null; done | sort -u | wc -l)
-        [ "$pids" -ge 2 ] && break
-        i=$((i + 1)); [ $i -lt 100 ] || { pm2_skip="the PM2 app never answered from 2 workers"; break; }
-        sleep 0.1
+    plain_url="http://127.0.0.1:$plain_port/"
+    # Ready: both workers of each app answer (two distinct pids).
+    for u in "$pm2_url" "$plain_url"; do
+        i=0
+        while [ -z "$pm2_skip" ]; do
+            pids=$(for _ in 1 2 3 4 5 6 7 8; do curl -s "${u}pid" 2>/dev/null; done | sort -u | wc -l)
+            [ "$pids" -ge 2 ] && break
+            i=$((i + 1)); [ $i -lt 100 ] || { pm2_skip="the PM2 app at $u never answered from 2 workers"; break; }
+            sleep 0.1
+        done
     done
 fi
 [ -z "$pm2_skip" ] || pm2=""
 
-reload_pm2() {
+# What `pm2 <command>` costs by itself (the CLI is a Node program that talks to the daemon):
+# subtract it from `pm2 reload`'s wall time to compare with lab14's own figure.
+pm2_cli_ms() {
     t0=$(now_ms)
-    "$pm2" reload clusterlab-reload >"$tmp/pm2-reload.log" 2>&1
+    "$pm2" jlist >/dev/null 2>&1
+    t1=$(now_ms)
+    echo $((t1 - t0))
+}
+
+reload_pm2() {  # app name
+    t0=$(now_ms)
+    "$pm2" reload "$1" >"$tmp/pm2-reload.log" 2>&1
     t1=$(now_ms)
     echo "- $((t1 - t0))"
 }
@@ -136,15 +156,17 @@ echo "clusterlab bench_reload: $(nproc) CPUs, $(uname -r), node $(node --version
      "load average at start:$(cut -d' ' -f1-3 /proc/loadavg | sed 's/^/ /')"
 echo "./loadgen --connections $CONNECTIONS; outside: ${OUTSIDE_S} s without a reload; during: 1 s, one reload, 1 s; $ROUNDS rounds"
 [ -z "$pm2_skip" ] || echo "PM2 skipped: $pm2_skip"
+[ -z "$pm2" ] || echo "pm2 CLI alone (pm2 jlist, 3 runs): $(pm2_cli_ms) $(pm2_cli_ms) $(pm2_cli_ms) ms"
 
 servers="lab14"
-[ -z "$pm2" ] || servers="lab14 pm2"
-url_of() { case $1 in lab14) echo "$lab_url" ;; pm2) echo "$pm2_url" ;; esac; }
+[ -z "$pm2" ] || servers="lab14 pm2 pm2-plain"
+url_of() { case $1 in lab14) echo "$lab_url" ;; pm2) echo "$pm2_url" ;; pm2-plain) echo "$plain_url" ;; esac; }
 
 # one_run server mode round: appends "server mode round failed_out max_out failed_in retries_in max_in reload_ms wall_ms"
 one_run() {
     s=$1 mode=$2 r=$3
     url=$(url_of "$s")
+    [ "$mode" != sleep ] || url="${url}sleep?ms=$SLEEP_MS"
     # shellcheck disable=SC2046
     ./loadgen --json --connections "$CONNECTIONS" --duration "$OUTSIDE_S" $(loadgen_args "$mode") "$url" >"$tmp/out.json"
     set -- $(summary "$tmp/out.json")
@@ -153,7 +175,11 @@ one_run() {
     ./loadgen --json --connections "$CONNECTIONS" --duration 120 $(loadgen_args "$mode") "$url" >"$tmp/in.json" &
     lg=$!
     sleep 1
-    times=$(if [ "$s" = lab14 ]; then reload_lab14; else reload_pm2; fi)
+    case $s in
+        lab14) times=$(reload_lab14) ;;
+        pm2) times=$(reload_pm2 clusterlab-reload) ;;
+        pm2-plain) times=$(reload_pm2 clusterlab-reload-plain) ;;
+    esac
     sleep 1
     kill -INT "$lg"
     wait "$lg" || true
@@ -161,7 +187,7 @@ one_run() {
     failed_in=$1 retries_in=$2 max_in=$3
     set -- $times
     echo "$s $mode $r $failed_out $max_out $failed_in $retries_in $max_in $1 $2" >>"$tmp/results"
-    printf '  round %s  %-5s %-9s  outside: %3s failed, worst %7s ms | during: %3s failed (%s retried), worst %7s ms, reload %s ms (wall %s ms)\n' \
+    printf '  round %s  %-9s %-9s  outside: %3s failed, worst %7s ms | during: %3s failed (%s retried), worst %7s ms, reload %s ms (wall %s ms)\n' \
         "$r" "$s" "$mode" "$failed_out" "$max_out" "$failed_in" "$retries_in" "$max_in" "$1" "$2"
 }
 
@@ -169,7 +195,7 @@ one_run() {
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
     for s in $servers; do
-        for mode in close keepalive; do one_run "$s" "$mode" "$r"; done
+        for mode in close keepalive sleep; do one_run "$s" "$mode" "$r"; done
     done
     r=$((r + 1))
 done
@@ -181,10 +207,10 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 def num(x):
     return None if x == "-" else float(x)
-print(f"{'(over all rounds)':<22} {'failed during':>14} {'reload ms (median)':>19} {'wall ms':>8} {'worst outside':>14} {'worst during':>13} {'during/outside':>15}")
+print(f"{'(all rounds)':<22} {'failed during':>14} {'reload ms (median)':>19} {'wall ms':>8} {'worst outside':>14} {'worst during':>13} {'during/outside':>15}")
 verdict = []
 for server in dict.fromkeys(r[0] for r in rows):
-    for mode in ("close", "keepalive"):
+    for mode in ("close", "keepalive", "sleep"):
         rs = [r for r in rows if r[0] == server and r[1] == mode]
         if not rs:
             continue

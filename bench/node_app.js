@@ -7,8 +7,8 @@
 //
 // It shuts down the way PM2's documentation asks of an app for a graceful reload: on SIGINT
 // (PM2's stop signal) stop accepting, let what is in flight finish, then exit; PM2 kills it after
-// kill_timeout otherwise. Without this Node exits at once on SIGINT and every request in flight
-// on the old worker fails, which would not be a fair comparison.
+// kill_timeout otherwise. Without it (GRACEFUL=0) Node exits at once on SIGINT and the requests
+// in flight on the old worker fail: the benchmark measures both.
 'use strict';
 const http = require('http');
 
@@ -38,7 +38,9 @@ const server = http.createServer((req, res) => {
 server.keepAliveTimeout = 10000;  // the labs' --idle-timeout default
 server.listen(port, '127.0.0.1');
 
-process.on('SIGINT', () => {
+// GRACEFUL=0 leaves Node's default (SIGINT ends the process at once): what an app that never
+// read that part of PM2's documentation does.
+if (process.env.GRACEFUL !== '0') process.on('SIGINT', () => {
   // Node >= 19: close() also closes the idle kept-alive connections; busy ones end after
   // their response (Node answers it with Connection: close once the server is closing).
   server.close(() => process.exit(0));
