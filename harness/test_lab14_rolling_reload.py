@@ -529,12 +529,18 @@ def test_get_root_is_unchanged_and_config_answers_the_file(lab):
     assert r.header("x-config-generation") == "1"
 
 
-def test_labs_01_to_13_keep_sighups_default():
-    """Only lab14 handles SIGHUP (DESIGN.md): a lab that handles it has a SIGHUP in its source."""
-    for src in sorted((REPO / "labs").glob("lab*/lab*.cpp")):
-        if src.parent.name.startswith(("lab14", "lab15")):
-            continue
-        assert "SIGHUP" not in src.read_text(), f"{src.name} handles SIGHUP"
+@pytest.mark.points(1)
+@pytest.mark.timeout(20)
+def test_a_hangup_of_the_whole_process_group_is_one_reload(lab):
+    # Closing the terminal sends SIGHUP to the whole foreground group: the master reloads once,
+    # and the workers, which leave SIGHUP to the master, do not die of it.
+    old = wait_workers(lab)
+    os.killpg(lab.pid, signal.SIGHUP)
+    lab.wait_log(r"reload done generation=2 ")
+    assert not lab.events(r"signal=SIGHUP"), "a worker died of SIGHUP"
+    assert not lab.events(r"restart worker=")
+    now = wait_workers(lab)
+    assert set(now).isdisjoint(old)
 
 
 # ---- lab10's behaviour, kept -----------------------------------------------------------------

@@ -392,7 +392,7 @@ void on_newcomer_listening(Master& m) {
     r.listen_timer = 0;
     log_event("reload listening generation=%ld slot=%d worker=%d ms=%lld", r.generation, r.slot, r.new_pid,
               monotonic_ms() - r.step_started_ms);
-    retire(m, r.old_pid, r.new_pid);
+    if (!r.old_died) retire(m, r.old_pid, r.new_pid);  // a crashed one is on its way out already
     r.old_pid = r.new_pid = -1;
     replace_next_slot(m);
 }
