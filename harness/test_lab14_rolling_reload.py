@@ -348,6 +348,7 @@ def test_a_new_worker_that_does_not_listen_in_time_aborts_and_is_reaped(start_la
         assert "version=1\n" in body, (pid, body)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(40)
 def test_an_abort_half_way_leaves_each_slot_with_a_named_generation(lab, conf):
@@ -433,6 +434,7 @@ def test_a_request_longer_than_the_kill_timeout_is_cut_and_counted(start_lab, co
     assert cuts == [1] * WORKERS, lab.events(r"kill-timeout.*")
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(40)
 def test_sigterm_during_a_reload_exits_0_and_leaves_nothing(lab, conf):
@@ -466,6 +468,7 @@ def test_retired_workers_are_not_restarted_and_do_not_count_toward_the_limit(sta
     assert {pid for _, pid in serving(lab, 4).values()} == set(final)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(2)
 @pytest.mark.timeout(40)
 def test_a_crash_during_a_reload_is_replaced_once_as_in_lab10(lab, conf):
