@@ -267,7 +267,9 @@ Worker* start_worker(Master& m, int slot) {
     return w;
 }
 
-// lab10's restart, unchanged: a dead worker's slot gets a replacement, unless too often.
+// lab10's restart: a dead worker's slot gets a replacement, unless too often. If the fork fails
+// (out of processes or descriptors), the slot is tried again a second later; meanwhile the
+// others serve.
 void restart(Master& m, const Worker& old) {
     if (m.gave_up) return;
     if (!m.window.allow(monotonic_ms())) {
@@ -278,6 +280,14 @@ void restart(Master& m, const Worker& old) {
     }
     Worker* w = start_worker(m, old.slot);
     log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+    if (w) return;
+    int slot = old.slot;
+    m.loop.add_timer(1000, [&m, slot] {
+        if (m.cluster.shutting_down() || slot_owner(m, slot)) return;
+        Worker empty;
+        empty.slot = slot;
+        restart(m, empty);
+    });
 }
 
 // "Which generation serves where": one line per slot, after every reload, done or aborted.
