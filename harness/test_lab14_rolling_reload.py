@@ -524,6 +524,22 @@ def test_a_bad_config_file_at_start_is_refused_with_its_line(tmp_path, text, exp
 
 
 @pytest.mark.points(1)
+def test_the_listen_timeout_defaults_to_pm2s_3000_ms():
+    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
+    lines = {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
+    assert "(default 3000)" in lines["--listen-timeout"], out
+    assert "--config" in lines, out
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("bad", [("--listen-timeout", "0"), ("--listen-timeout", "soon"), ("--config",)])
+def test_a_bad_reload_flag_is_refused_with_exit_2(bad):
+    done = subprocess.run([str(REPO / LAB), "--port", "0", *bad], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2, done
+    assert bad[0] in done.stderr and "usage" in done.stderr
+
+
+@pytest.mark.points(1)
 def test_get_root_is_unchanged_and_config_answers_the_file(lab):
     r = lab.get("/")
     assert (r.status, r.body) == (200, b"hello world\n")
