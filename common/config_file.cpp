@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -72,8 +73,13 @@ bool parse_config(std::string_view text, ConfigFile* out, ConfigError* error) {
 
 bool load_config(const std::string& path, ConfigFile* out, ConfigError* error) {
     out->path = path;
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK, then a regular file only: a FIFO or a terminal named by mistake must not block
+    // the master's loop in read().
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (!fd) return fail(error, std::string("open: ") + std::strerror(errno), 0);
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0) return fail(error, std::string("fstat: ") + std::strerror(errno), 0);
+    if (!S_ISREG(st.st_mode)) return fail(error, "not a regular file", 0);
     std::string text;
     char buf[8192];
     for (;;) {

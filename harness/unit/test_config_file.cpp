@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -63,6 +64,21 @@ TEST_CASE("load_config: a missing file is an error with line 0 naming open(2)") 
     CHECK(!load_config("/nonexistent/clusterlab.conf", &c, &e));
     CHECK_EQ(e.line, 0);
     CHECK(e.reason.find("open: No such file") == 0);
+}
+
+TEST_CASE("load_config refuses what is not a regular file (a directory, a FIFO) without blocking") {
+    ConfigFile c;
+    ConfigError e;
+    CHECK(!load_config("/tmp", &c, &e));
+    CHECK_EQ(e.reason, std::string("not a regular file"));
+    char dir[] = "/tmp/clusterlab-fifo-XXXXXX";
+    CHECK(mkdtemp(dir) != nullptr);
+    std::string fifo = std::string(dir) + "/conf";
+    CHECK(mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(!load_config(fifo, &c, &e));  // no writer: a blocking open or read would hang here
+    CHECK_EQ(e.reason, std::string("not a regular file"));
+    unlink(fifo.c_str());
+    rmdir(dir);
 }
 
 TEST_CASE("load_config reads a real file") {
