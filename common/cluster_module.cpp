@@ -59,7 +59,8 @@ struct ServerHandle {
     Fd listener;
     RoundRobinHandle rr;  // under Policy::rr only
     bool refusing = false;  // logged the bound once for this burst
-    EventLoop::TimerId stuck_check = 0;  // when the worker in turn would count as stuck
+    EventLoop::TimerId stuck_check = 0;  // the dealer's next deadline (RoundRobinHandle::next_deadline)
+    long long stuck_check_at = 0;
 };
 
 // A reload in progress (lab14's, through the module's Worker API).
@@ -169,14 +170,20 @@ void Primary::handle_message(::Worker& proc, Message& m) {
         Address a{body.get_string("host"), static_cast<int>(body.get_int("port"))};
         emit(on_listening, *w, a);
         reload_listening(*w);
-    } else if (act == "accepted") {
+    } else if (act == "accepted" || act == "refused") {
         size_t key = static_cast<size_t>(body.get_int("handle"));
         if (key >= servers.size()) return;
-        bool known = false;
         ServerHandle& h = *servers[key];
-        auto next = h.rr.acknowledge(w->pid_, static_cast<std::uint64_t>(body.get_int("id")), monotonic_ms(), &known);
-        if (!known) log_event("error message act=accepted id=%lld from worker=%d matches no handoff",
-                              static_cast<long long>(body.get_int("id")), w->pid_);
+        auto id = static_cast<std::uint64_t>(body.get_int("id"));
+        if (act == "refused") {
+            log_event("refused worker=%d id=%llu reason=%s: dealt again", w->pid_, static_cast<unsigned long long>(id),
+                      body.get_string("reason").c_str());
+            return send_handoffs(h, h.rr.refuse(w->pid_, id, monotonic_ms()));
+        }
+        bool known = false;
+        auto next = h.rr.acknowledge(w->pid_, id, monotonic_ms(), &known);
+        if (!known) log_event("error message act=accepted id=%llu from worker=%d matches no handoff",
+                              static_cast<unsigned long long>(id), w->pid_);
         send_handoffs(h, std::move(next));
     } else if (act == "disconnecting") {
         // worker.disconnect() called inside the worker: deal it nothing more.
@@ -257,15 +264,20 @@ void Primary::send_handoffs(ServerHandle& h, std::vector<RoundRobinHandle::Hando
         JsonObject m = msg("cmd", "connection");
         m.set("id", static_cast<std::int64_t>(next.id));
         m.set("handle", h.key);
+        m.set("sent_ms", static_cast<std::int64_t>(monotonic_ms()));  // read later than late_ms: refuse it
+        m.set("late_ms", static_cast<std::int64_t>(h.rr.late_ms()));
         if (proc && table.send(*proc, m, next.fd)) continue;
         // Its channel is gone: it is dying. Take its connections back and deal them again.
         auto again = h.rr.remove(next.worker, monotonic_ms());
         work.insert(work.end(), again.begin(), again.end());
     }
-    // Connections may be waiting for the worker in turn to confirm: look again when it would
-    // count as stuck.
+    // Something is due later (the worker in turn would count as stuck, a connection is to be
+    // taken back from a stuck worker): look again then.
     long long deadline = h.rr.next_deadline();
-    if (deadline < 0 || h.stuck_check) return;
+    if (deadline < 0) return;
+    if (h.stuck_check && h.stuck_check_at <= deadline) return;
+    if (h.stuck_check) loop.cancel_timer(h.stuck_check);
+    h.stuck_check_at = deadline;
     h.stuck_check = loop.add_timer(std::max(1LL, deadline - monotonic_ms()), [this, &h] {
         h.stuck_check = 0;
         send_handoffs(h, h.rr.poll(monotonic_ms()));
@@ -534,12 +546,21 @@ WorkerProcess::WorkerProcess(const ConnectionLimits& limits) {
         if (cmd == "connection") {
             // rr: the primary accepted this one for us. Confirm in the same turn of the loop,
             // before reading a byte of it, so the primary can close its copy and deal us more.
-            if (!m.fd) return log_event("error message cmd=connection carried no socket");
-            s.http.adopt(std::move(m.fd));
-            JsonObject ack = msg("act", "accepted");
-            ack.set("id", m.body.get_int("id"));
-            ack.set("handle", m.body.get_int("handle"));
-            s.master.send(ack);
+            // Refused when it comes too late (the primary may have taken it back while we were
+            // stopped) or without its fd: the primary deals it to someone else.
+            JsonObject answer = msg("act", "accepted");
+            if (!m.fd) {
+                answer = msg("act", "refused");
+                answer.set("reason", "no-fd");
+            } else if (monotonic_ms() - m.body.get_int("sent_ms") > m.body.get_int("late_ms")) {
+                answer = msg("act", "refused");  // our copy closes unread
+                answer.set("reason", "late");
+            } else {
+                s.http.adopt(std::move(m.fd));
+            }
+            answer.set("id", m.body.get_int("id"));
+            answer.set("handle", m.body.get_int("handle"));
+            s.master.send(answer);
         } else if (cmd == "server") {
             std::string host = m.body.get_string("host");
             if (m.body.has("error")) {

@@ -31,10 +31,25 @@ RoundRobinHandle::Slot* RoundRobinHandle::next_in_turn(long long now_ms) {
 }
 
 long long RoundRobinHandle::next_deadline() const {
-    if (waiting_.empty() || ring_.empty()) return -1;
-    const Slot& s = ring_[next_ % ring_.size()];
-    if (!s.busy) return -1;
-    return s.busy_since + stuck_ms_;
+    long long due = -1;
+    auto earliest = [&due](long long t) { due = due < 0 ? t : std::min(due, t); };
+    if (!waiting_.empty() && !ring_.empty()) {
+        const Slot& s = ring_[next_ % ring_.size()];
+        if (s.busy) earliest(s.busy_since + stuck_ms_);
+    }
+    for (const auto& [id, f] : in_flight_)
+        if (f.client) earliest(f.sent_ms + take_back_ms_);
+    return due;
+}
+
+std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::poll(long long now_ms) {
+    // Take back, oldest first, what stuck workers have held too long; they stay busy.
+    std::vector<std::pair<long long, std::uint64_t>> overdue;
+    for (auto& [id, f] : in_flight_)
+        if (f.client && now_ms - f.sent_ms >= take_back_ms_) overdue.emplace_back(f.sent_ms, id);
+    std::sort(overdue.rbegin(), overdue.rend());
+    for (auto& [sent, id] : overdue) waiting_.push_front(std::move(in_flight_.at(id).client));
+    return deal_waiting(now_ms);
 }
 
 std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::deal_waiting(long long now_ms) {
@@ -46,7 +61,7 @@ std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::deal_waiting(long long 
         s->busy_since = now_ms;
         std::uint64_t id = ++last_id_;
         int fd = waiting_.front().get();
-        in_flight_.emplace(id, InFlight{s->worker, std::move(waiting_.front())});
+        in_flight_.emplace(id, InFlight{s->worker, std::move(waiting_.front()), now_ms});
         waiting_.pop_front();
         out.push_back(Handoff{s->worker, id, fd});
     }
@@ -65,11 +80,23 @@ std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::distribute(Fd client, l
 
 std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::acknowledge(pid_t worker, std::uint64_t id, long long now_ms,
                                                                      bool* known) {
+    return settle(worker, id, true, now_ms, known);
+}
+
+std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::refuse(pid_t worker, std::uint64_t id, long long now_ms) {
+    return settle(worker, id, false, now_ms, nullptr);
+}
+
+std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::settle(pid_t worker, std::uint64_t id, bool accepted,
+                                                                long long now_ms, bool* known) {
     auto it = in_flight_.find(id);
     bool ok = it != in_flight_.end() && it->second.worker == worker;
     if (known) *known = ok;
     if (!ok) return {};
-    in_flight_.erase(it);  // the worker has its copy: close ours
+    // Accepted: the worker has its copy, close ours. Refused: the client is still unserved (unless
+    // it was taken back already), first in line.
+    if (!accepted && it->second.client) waiting_.push_front(std::move(it->second.client));
+    in_flight_.erase(it);
     for (Slot& s : ring_)
         if (s.worker == worker) s.busy = false;
     return deal_waiting(now_ms);
@@ -93,7 +120,7 @@ std::vector<RoundRobinHandle::Handoff> RoundRobinHandle::remove(pid_t worker, lo
         if (f.worker == worker) ids.push_back(id);
     std::sort(ids.rbegin(), ids.rend());
     for (std::uint64_t id : ids) {
-        waiting_.push_front(std::move(in_flight_.at(id).client));
+        if (in_flight_.at(id).client) waiting_.push_front(std::move(in_flight_.at(id).client));
         in_flight_.erase(id);
     }
     return deal_waiting(now_ms);

@@ -12,10 +12,14 @@
 //     it, briefly. A healthy worker confirms within a millisecond (in the same turn of its loop),
 //     so healthy workers split exactly: 1,000 connections over 4 workers are 250 each.
 //   - A worker that has owed its confirmation for longer than `stuck_ms` is stuck (SIGSTOP, a
-//     long /compute) and loses its turns until it confirms: it does not collect 1/n of the
+//     long /compute) and loses its turns until it answers: it does not collect 1/n of the
 //     connections, which would wait on it. When every worker is stuck, connections wait here, in
-//     order, up to `max_waiting`, for the first worker that confirms. Past the bound a
+//     order, up to `max_waiting`, for the first worker that answers. Past the bound a
 //     connection is refused (closed).
+//   - The connection a stuck worker was sent is taken back after `take_back_ms` and dealt to
+//     someone else: its client waits about that long, not until the worker runs again. The
+//     worker stays busy until it answers, and when it does read the message, it must refuse it
+//     (it is late: the sender stamps the time) so that two workers never serve one client.
 //   - A worker that is leaving (worker.disconnect()) is dealt nothing more, but what it was
 //     sent is still its own: it will confirm and serve it. A worker that died is dealt nothing
 //     more either, and what it had not confirmed (still unread in its channel) goes back to the
@@ -44,8 +48,12 @@ public:
         int fd;
     };
 
-    explicit RoundRobinHandle(long long stuck_ms = 50, std::size_t max_waiting = 1024)
-        : stuck_ms_(stuck_ms), max_waiting_(max_waiting) {}
+    explicit RoundRobinHandle(long long stuck_ms = 50, long long take_back_ms = 1000, std::size_t max_waiting = 1024)
+        : stuck_ms_(stuck_ms), take_back_ms_(take_back_ms), max_waiting_(max_waiting) {}
+
+    // A worker must refuse a connection message older than this when it reads it: by the time
+    // its answer could arrive, the connection may have been taken back.
+    long long late_ms() const { return take_back_ms_ / 2; }
 
     // Every call takes the time now (monotonic ms): the class reads no clock, so tests need
     // no sleep.
@@ -65,10 +73,13 @@ public:
     // so the oldest waiting connection (if any) goes to it. False `*known` for an id that is not
     // that worker's (a bug worth a log line).
     std::vector<Handoff> acknowledge(pid_t worker, std::uint64_t id, long long now_ms, bool* known = nullptr);
-    // Connections wait for a worker that owes a confirmation: at this time (or never: -1) that
-    // worker counts as stuck, and poll() deals past it.
+    // The worker refused connection `id` (it came late, or its fd was lost): the worker is free,
+    // and the connection, unless it was taken back already, is dealt again first.
+    std::vector<Handoff> refuse(pid_t worker, std::uint64_t id, long long now_ms);
+    // The next time something is due (a worker in turn becomes stuck, a connection is to be taken
+    // back), or -1: the caller arms a timer and calls poll() then.
     long long next_deadline() const;
-    std::vector<Handoff> poll(long long now_ms) { return deal_waiting(now_ms); }
+    std::vector<Handoff> poll(long long now_ms);
 
     std::size_t workers() const { return ring_.size(); }
     std::size_t waiting() const { return waiting_.size(); }
@@ -83,12 +94,16 @@ private:
     };
     struct InFlight {
         pid_t worker;
-        Fd client;
+        Fd client;  // invalid once taken back: the worker still owes an answer, the client waits no more
+        long long sent_ms;
     };
     Slot* next_in_turn(long long now_ms);  // who gets the next connection now, or null: wait
     std::vector<Handoff> deal_waiting(long long now_ms);
 
+    std::vector<Handoff> settle(pid_t worker, std::uint64_t id, bool accepted, long long now_ms, bool* known);
+
     long long stuck_ms_;
+    long long take_back_ms_;
     std::size_t max_waiting_;
     std::vector<Slot> ring_;
     std::size_t next_ = 0;   // where the next turn starts looking

@@ -97,7 +97,7 @@ TEST_CASE("every worker stuck: connections queue, and the first to confirm takes
 }
 
 TEST_CASE("past max_waiting a connection is refused, not queued") {
-    RoundRobinHandle h(50, 2);
+    RoundRobinHandle h(50, 1000, 2);
     bool refused = false;
     h.distribute(connection(), 0, &refused);  // no worker at all: waits
     h.distribute(connection(), 0, &refused);
@@ -139,6 +139,37 @@ TEST_CASE("a retired (disconnecting) worker is dealt nothing more but keeps what
     h.acknowledge(1, sent.at(0).id, 2, &known);  // it still confirms its last one
     CHECK(known);
     CHECK_EQ(h.unconfirmed(), std::size_t{0});
+}
+
+TEST_CASE("a stuck worker's connection is taken back after take_back_ms and dealt to another") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    auto stuck = h.distribute(connection(), 0);  // worker 1 never answers
+    int fd = stuck.at(0).fd;
+    CHECK_EQ(h.next_deadline(), 1000);
+    CHECK(h.poll(999).empty());
+    auto again = h.poll(1000);
+    CHECK_EQ(again.size(), std::size_t{1});
+    CHECK_EQ(again.at(0).worker, 2);
+    CHECK_EQ(again.at(0).fd, fd);
+    CHECK(h.busy(1));  // it still owes an answer: no new connection for it until then
+    h.acknowledge(2, again.at(0).id, 1001);
+    h.refuse(1, stuck.at(0).id, 5000);  // it ran again, read the message late, refused it
+    CHECK(!h.busy(1));
+    CHECK_EQ(h.waiting(), std::size_t{0});  // the client was served by 2: nothing to deal again
+    CHECK_EQ(h.unconfirmed(), std::size_t{0});
+}
+
+TEST_CASE("a refused connection (fd lost, or late) is dealt again first") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    auto first = h.distribute(connection(), 0);
+    auto again = h.refuse(1, first.at(0).id, 1);
+    CHECK_EQ(again.size(), std::size_t{1});
+    CHECK_EQ(again.at(0).worker, 2);
+    CHECK_EQ(again.at(0).fd, first.at(0).fd);
 }
 
 TEST_CASE("a confirmation that matches no handoff is reported, and changes nothing") {
