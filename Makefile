@@ -49,6 +49,12 @@ $(BUILD)/bin/$(1): $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard $(2)/*.cpp)) $(COMMO
 endef
 $(foreach d,$(LAB_DIRS),$(eval $(call LAB_RULE,$(firstword $(subst _, ,$(notdir $(d)))),$(d))))
 
+# lab15's separate worker program, for `./lab15 --exec ./lab15_worker` (Node's setupPrimary({exec})):
+# its own main(), and the same worker code ./lab15 runs when it re-runs itself.
+lab15: lab15_worker
+lab15_worker: $(BUILD)/labs/lab15_cluster/exec/lab15_worker.o $(BUILD)/labs/lab15_cluster/worker.o $(COMMON_LIB)
+	$(CXX) $(BASEFLAGS) $(CXXFLAGS) $^ -o $@.tmp $(LDLIBS) && mv -f $@.tmp $@
+
 loadgen: $(BUILD)/harness/loadgen.o $(COMMON_LIB)
 	$(CXX) $(BASEFLAGS) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -139,7 +145,7 @@ exercise:
 	@/usr/bin/env python3 tools/exercise.py --lab $(LAB) --dest $(DEST)
 
 clean:
-	rm -rf $(BUILD) $(LABS) $(TOOLS)
+	rm -rf $(BUILD) $(LABS) $(TOOLS) lab15_worker
 
 help:
 	@echo "clusterlab targets:"

@@ -319,6 +319,10 @@ Fd channel_from_env() {
 }
 
 pid_t spawn_worker(int worker_end_fd, char* const argv[]) {
+    return spawn_worker(worker_end_fd, argv, "/proc/self/exe", {});
+}
+
+pid_t spawn_worker(int worker_end_fd, char* const argv[], const char* program, const std::vector<std::string>& env) {
     pid_t pid = fork();
     if (pid < 0) {
         log_errno("fork");
@@ -338,6 +342,10 @@ pid_t spawn_worker(int worker_end_fd, char* const argv[]) {
     std::snprintf(number, sizeof number, "%d", worker_end_fd);
     if (!set_cloexec(worker_end_fd, false)) child_fail("fcntl(FD_CLOEXEC) on the channel fd");
     if (setenv(kChannelEnv, number, 1) < 0) child_fail("setenv");
-    execv("/proc/self/exe", argv);
-    child_fail("execv /proc/self/exe");
+    for (const std::string& kv : env) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos || setenv(kv.substr(0, eq).c_str(), kv.c_str() + eq + 1, 1) < 0) child_fail("setenv");
+    }
+    execv(program, argv);
+    child_fail(program);
 }

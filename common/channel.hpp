@@ -120,3 +120,6 @@ bool parse_channel_fd(const char* value, int* fd_out, std::string* error);
 // stderr and exits 127. Returns the child's pid, or -1 with errno set (logged) if fork failed.
 // Call it from a single-threaded process (our masters are): the child calls setenv() before exec.
 pid_t spawn_worker(int worker_end_fd, char* const argv[]);
+// The same, running `program` instead of this program, with `env` ("KEY=VALUE" each) added to the
+// worker's environment: Node's setupPrimary({exec}) and cluster.fork(env) (lab15).
+pid_t spawn_worker(int worker_end_fd, char* const argv[], const char* program, const std::vector<std::string>& env);

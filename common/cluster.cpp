@@ -19,9 +19,20 @@ Cluster::Cluster(EventLoop& loop, char** argv) : loop_(loop), argv_(argv) {
     loop_.on_signal(SIGCHLD, [this] { reap(); });
 }
 
-Worker* Cluster::fork_worker(int slot) {
+void Cluster::set_program(std::string program, std::vector<std::string> argv) {
+    program_ = std::move(program);
+    program_args_ = std::move(argv);
+    program_argv_.clear();
+    for (std::string& a : program_args_) program_argv_.push_back(a.data());
+    program_argv_.push_back(nullptr);
+    argv_ = program_argv_.data();
+}
+
+Worker* Cluster::fork_worker(int slot) { return fork_worker(slot, {}); }
+
+Worker* Cluster::fork_worker(int slot, const std::vector<std::string>& env) {
     auto [master_end, worker_end] = make_channel_pair();
-    pid_t pid = spawn_worker(worker_end.get(), argv_);
+    pid_t pid = spawn_worker(worker_end.get(), argv_, program_.c_str(), env);
     if (pid < 0) return nullptr;  // logged by spawn_worker
     // worker_end closes here in the master: from now on only the worker holds it.
     auto w = std::make_unique<Worker>();

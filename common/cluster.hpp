@@ -52,6 +52,11 @@ public:
 
     // Forks a worker into `slot`. Returns it, or nullptr if fork failed (logged).
     Worker* fork_worker(int slot);
+    // The same, with `env` ("KEY=VALUE" each) added to the worker's environment (cluster.fork(env)).
+    Worker* fork_worker(int slot, const std::vector<std::string>& env);
+    // Node's setupPrimary({exec, args}): from now on workers run `program` with `argv` (argv[0]
+    // included) instead of re-running this program (lab15 --exec).
+    void set_program(std::string program, std::vector<std::string> argv);
     // Sends a message (and optionally an fd, borrowed) without blocking. False if it is gone.
     bool send(Worker& w, const JsonObject& message, int fd = -1);
 
@@ -71,6 +76,9 @@ private:
 
     EventLoop& loop_;
     char** argv_;
+    std::string program_ = "/proc/self/exe";
+    std::vector<std::string> program_args_;  // set_program's argv, backing program_argv_
+    std::vector<char*> program_argv_;
     std::vector<std::unique_ptr<Worker>> workers_;
     MessageFn on_message_;
     ExitFn on_exit_;
