@@ -157,7 +157,7 @@ void HttpServer::answer_requests(Conn& c) {
         c.head_started = c.parser.started(c.unparsed()) ? loop_.now() : -1;
         c.pending = std::move(req);
 
-        Action action = router_ ? router_(c.pending) : route(c.pending);
+        Action action = route(c.pending);
         switch (action.kind) {
         case Action::Kind::reply:
             respond(c, action.status, action.body, action.extra_headers);

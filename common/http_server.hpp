@@ -12,7 +12,6 @@
 #include "event_loop.hpp"
 #include "fd.hpp"
 #include "http.hpp"
-#include "router.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -41,10 +40,6 @@ public:
     // and calls done(body) when the child answers. done("") means the work failed: the client
     // gets a 500. done may also be called before the hook returns.
     void set_compute(ComputeFn fn) { compute_ = std::move(fn); }
-    // Which routes there are. By default the contract's (route() in router.hpp); a lab with
-    // routes of its own answers those and hands the rest to route() (lab15's greeting).
-    using RouterFn = std::function<Action(const Request&)>;
-    void set_router(RouterFn fn) { router_ = std::move(fn); }
 
     // Graceful exit (lab08): from now on every response carries Connection: close, idle
     // kept-alive connections are closed at once, and on_drained runs when the last connection
@@ -76,7 +71,6 @@ private:
     EventLoop& loop_;
     ConnectionLimits limits_;
     ComputeFn compute_;
-    RouterFn router_;
     std::unordered_map<int, std::unique_ptr<Conn>> conns_;
     uint64_t next_id_ = 1;
     bool sweeping_ = false;

@@ -18,18 +18,15 @@ std::vector<std::string> worker_arguments(const WorkerOptions& opts) {
 
 // The material's handler: res.end(`handled by child, pid is ${process.pid}`), at /hello; every
 // other route is the contract's (GET / keeps its constant body).
-Action handled_by_child(const Request& req) {
-    if (req.path == "/hello" && (req.method == "GET" || req.method == "HEAD")) {
-        Action a;
-        a.body = "handled by child, pid is " + std::to_string(self_pid()) + "\n";
-        return a;
-    }
-    return route(req);
+Action handled_by_child(const Request&) {
+    Action a;
+    a.body = "handled by child, pid is " + std::to_string(self_pid()) + "\n";
+    return a;
 }
 
 int run_worker(const WorkerOptions& opts) {
+    add_lab_route("/hello", handled_by_child);
     cluster::WorkerProcess worker(opts.limits);
-    worker.http().set_router(handled_by_child);
     worker.listen(opts.port, opts.host);  // asks the primary for this address's handle
     return worker.run();
 }
