@@ -122,7 +122,8 @@ RequestParser::Result RequestParser::parse(std::string_view buf, Request& out) {
         if (r.status == Status::error) return r;
     }
 
-    // The body: read past it (no route uses one), so the next pipelined request starts right.
+    // The body: keep it in the request (lab13's POST /send reads it), and step past it, so the
+    // next pipelined request starts right.
     size_t end = head_len_ + body_len_;
     if (chunked_) {
         Result r = parse_chunked(buf);
@@ -130,6 +131,8 @@ RequestParser::Result RequestParser::parse(std::string_view buf, Request& out) {
         end = r.consumed;
     } else if (buf.size() < end) {
         return {};
+    } else {
+        pending_.body.assign(buf.substr(head_len_, body_len_));
     }
     out = std::move(pending_);
     reset();
@@ -224,6 +227,7 @@ RequestParser::Result RequestParser::parse_chunked(std::string_view buf) {
     while (true) {
         if (chunk_phase_ == Chunk::data) {
             size_t take = std::min(chunk_left_, buf.size() - chunk_pos_);
+            pending_.body.append(buf.substr(chunk_pos_, take));
             chunk_pos_ += take;
             chunk_left_ -= take;
             if (chunk_left_ > 0) return {};
@@ -269,6 +273,7 @@ RequestParser::Result RequestParser::parse_chunked(std::string_view buf) {
 const char* reason_phrase(int status) {
     switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -279,6 +284,7 @@ const char* reason_phrase(int status) {
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }

@@ -20,6 +20,7 @@ struct Request {
     int version_minor = 1;  // HTTP/1.0 or HTTP/1.1
     bool keep_alive = true; // by the rules of the version and the Connection header
     std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;       // the request's body (Content-Length or chunked, decoded), at most max_body
 
     bool is_head() const { return method == "HEAD"; }
     // The value of the first header with this name (case-insensitive), or nullptr.
@@ -28,7 +29,7 @@ struct Request {
 
 struct HttpLimits {
     size_t max_head = 8 * 1024;     // request line + headers
-    size_t max_body = 1024 * 1024;  // a body we must read past (and ignore)
+    size_t max_body = 1024 * 1024;  // a body we read (lab13's POST /send uses it) or read past
 };
 
 // Per-connection time limits, the same in blocking and event-driven labs.
