@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 StoreRead read_store(const std::string& path, std::size_t max_bytes) {
@@ -85,6 +86,42 @@ void remove_temp_store(const std::string& path) {
     ::unlink(path.c_str());
     size_t slash = path.rfind('/');
     if (slash != std::string::npos) ::rmdir(path.substr(0, slash).c_str());
+}
+
+namespace {
+std::string dir_of(const std::string& path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+std::string base_of(const std::string& path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+}  // namespace
+
+Fd watch_store(const std::string& path) {
+    Fd fd(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (!fd) return fd;
+    uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE;
+    if (inotify_add_watch(fd.get(), dir_of(path).c_str(), mask) < 0) return Fd();
+    return fd;
+}
+
+bool store_touched(int watch_fd, const std::string& path) {
+    std::string name = base_of(path);
+    bool touched = false;
+    alignas(inotify_event) char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(watch_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return touched;  // EAGAIN: all read
+        for (char* p = buf; p < buf + n;) {
+            auto* ev = reinterpret_cast<inotify_event*>(p);
+            if (ev->mask & IN_Q_OVERFLOW) touched = true;  // events were lost: check anyway
+            else if (ev->len > 0 && name == ev->name) touched = true;
+            p += sizeof(inotify_event) + ev->len;
+        }
+    }
 }
 
 std::string json_quoted(std::string_view text) {

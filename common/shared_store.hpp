@@ -12,6 +12,7 @@
 // place of its first.
 #pragma once
 
+#include "fd.hpp"
 #include "json.hpp"
 
 #include <cstddef>
@@ -38,6 +39,15 @@ std::string create_temp_store(const char* prefix, std::string_view initial);
 // Removes what create_temp_store made: the file and its directory. Errors are ignored (someone
 // may have removed them already).
 void remove_temp_store(const std::string& path);
+
+// lab13's --mode inotify: the kernel tells us when the store may have changed, instead of our
+// asking every --poll-ms. watch_store() watches the store's DIRECTORY (an editor or `mv` replaces
+// the file, and a watch on the old file would see nothing more): a file closed after writing, or
+// moved in or out, or deleted. Returns the inotify fd (non-blocking, CLOEXEC), or an invalid Fd
+// with errno set.
+Fd watch_store(const std::string& path);
+// Reads every event waiting on the watch fd; true if one of them names the store's file.
+bool store_touched(int watch_fd, const std::string& path);
 
 // `text` as a JSON string literal, quotes included: "a\"b\n".
 std::string json_quoted(std::string_view text);

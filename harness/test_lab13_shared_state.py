@@ -189,6 +189,31 @@ def test_the_master_counts_n_pollers_against_one_notifier(start_lab):
         assert final["mode"] == mode and final["total"] >= got[mode]["total"], final
 
 
+@pytest.mark.points(2)
+@pytest.mark.timeout(60)
+def test_inotify_mode_checks_only_when_the_kernel_says_the_store_changed(start_lab):
+    # --poll-ms 60000: were it polling, no change would arrive within this test.
+    lab = start_lab(LAB, "--workers", 2, "--mode", "inotify", "--poll-ms", 60000)
+    path = store_path(lab)
+    conns = pinned(lab, workers(lab, 2))
+    writes = 3
+    for n in range(writes):
+        write_store(path, f"n={n}\n")
+        seen = seconds_until_every_worker_has(conns, {"n": str(n)}, timeout=5)
+        worst = max(t for t, _ in seen.values())
+        print(f"\ninotify: change {n} seen by every worker after {worst * 1000:.1f} ms")
+        assert worst <= SLACK_S, worst
+    time.sleep(0.5)  # quiet: nothing changes, nothing is checked
+    lab.signal(signal.SIGUSR1)
+    c = checks_line(lab, "SIGUSR1")
+    # The start-up checks (the master's, the notifier's first) and about one per write: a rename
+    # is one event (IN_MOVED_TO); the temporary file's own events name another file.
+    assert c["pollers"] == 1 and c["master"] == 1, c
+    assert c["total"] <= 2 + 2 * writes, c
+    for s in conns.values():
+        s.close()
+
+
 @pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
@@ -438,7 +463,7 @@ def test_sigterm_stops_the_notifier_too_and_removes_the_store_it_created(start_l
 
 
 @pytest.mark.points(1)
-@pytest.mark.parametrize("bad", [("--mode", "push"), ("--poll-ms", "0"), ("--poll-ms", "soon")])
+@pytest.mark.parametrize("bad", [("--mode", "push"), ("--mode", "Poll"), ("--poll-ms", "0"), ("--poll-ms", "soon")])
 def test_a_bad_mode_or_interval_is_refused_with_exit_2(bad):
     done = subprocess.run([str(REPO / LAB), "--port", "0", *bad], capture_output=True, text=True, timeout=10)
     assert done.returncode == 2, done

@@ -47,7 +47,7 @@ struct Options {
     long limit = 10;
     long during_ms = 60000;
     std::string store;            // empty: a temporary one, created and removed by the master
-    std::string mode = "notify";  // notify: one notifier polls; poll: every worker polls
+    std::string mode = "notify";  // notify: one notifier polls; poll: every worker polls; inotify: the kernel pushes
     long poll_ms = 1000;
 };
 
@@ -323,7 +323,8 @@ int run_notifier(const Options& opts) {
     EventLoop loop;
     MasterLink master(loop);  // the master gone: log and exit (no orphan)
     Poller poller;
-    std::function<void()> poll = [&] {
+    Fd watch;  // --mode inotify
+    auto check = [&] {
         std::string text;
         if (check_store(poller, &text)) {
             log_event("changed bytes=%zu", text.size());
@@ -332,12 +333,27 @@ int run_notifier(const Options& opts) {
             master.send(store);
         }
         master.send(msg("act", "checked"));
+    };
+    std::function<void()> poll = [&] {
+        check();
         loop.add_timer(opts.poll_ms, poll);
+    };
+    // --mode inotify: no timer. The kernel wakes us when the store's directory changes, and we
+    // check then: a change costs one check, and no change costs none.
+    auto watch_instead = [&] {
+        watch = watch_store(poller.path);
+        if (!watch) die_errno("inotify_init1/inotify_add_watch");
+        int fd = watch.get();
+        loop.add(fd, EPOLLIN, [&, fd](uint32_t) {
+            if (store_touched(fd, poller.path)) check();
+        });
+        check();
     };
     master.on_message([&](Message& m) {
         if (m.body.get_string("cmd") != "store" || !poller.path.empty()) return;
         poller.path = m.body.get_string("path");
-        poll();
+        if (opts.mode == "inotify") watch_instead();
+        else poll();
     });
     loop.on_signal(SIGTERM, [&loop] { loop.stop(); });
     master.send(msg("act", "online"));
@@ -373,7 +389,7 @@ struct Master {
     bool notifier_online = false;
 };
 
-bool notify_mode(const Master& m) { return m.opts.mode == "notify"; }
+bool notify_mode(const Master& m) { return m.opts.mode != "poll"; }  // notify or inotify: a notifier
 
 Worker* find_worker(Master& m, pid_t pid) {
     for (Worker* w : m.cluster.workers())
@@ -669,10 +685,10 @@ int main(int argc, char** argv) {
     cli.text("store", &opts.store, "FILE",
              "the shared store, key=value lines (default: a new file in a temporary directory, named in the log "
              "and removed at exit)");
-    cli.choice("mode", &opts.mode, {"notify", "poll"},
+    cli.choice("mode", &opts.mode, {"notify", "poll", "inotify"},
                "notify: one notifier process polls the store and the master pushes changes; poll: every worker "
-               "polls it");
-    cli.integer("poll-ms", &opts.poll_ms, 1, 3600000, "ms between two checks of the store, by each poller");
+               "polls it; inotify: the notifier checks only when the kernel says the store changed");
+    cli.integer("poll-ms", &opts.poll_ms, 1, 3600000, "ms between two checks of the store, by each poller (not inotify)");
     cli.parse(argc, argv);
     if (!child) return run_master(opts, argv);
     return notifier ? run_notifier(opts) : run_worker(opts);
