@@ -43,8 +43,8 @@ struct Options {
     ServerOptions server;
     ConnectionLimits limits;
     long shutdown_timeout_ms = 10000;
-    long kill_timeout_ms = 5000;
-    long limit = 10;
+    long kill_timeout_ms = 5000;  // the material's 5 s
+    long limit = 10;              // the material's limit and during
     long during_ms = 60000;
     std::string store;            // empty: a temporary one, created and removed by the master
     std::string mode = "notify";  // notify: one notifier polls; poll: every worker polls; inotify: the kernel pushes
@@ -94,18 +94,24 @@ struct InboxEntry {
     std::string text;
 };
 
+// A worker: the standard runtime (loop, channel, HTTP server) plus what this stage is about.
+// Ownership: `listener` is this worker's copy of the master's listening socket (received over
+// the channel); the master keeps its own copy open, so closing ours never refuses a client: the
+// kernel keeps queueing connections for whoever accepts next.
 struct Serving {
     WorkerRuntime& rt;
-    const Options& opts;
+    long kill_timeout_ms;
     Fd listener{};
     int exit_code = 0;
-    bool finished = false;
+    bool finished = false;  // drained: leave the loop and exit with exit_code
+    // New here: what this worker knows and keeps.
+    const Options& opts;
     KnownState state{};
     Poller poller{};  // --mode poll only
     std::deque<InboxEntry> inbox{};
     long long received = 0;
-    long long local_count = 0;            // GET /count?owner=worker: the wrong way, for the notes
-    PendingReplies asked{rt.loop};        // our questions to the master, by id
+    long long local_count = 0;      // GET /count?owner=worker: the wrong way, for the notes
+    PendingReplies asked{rt.loop};  // our questions to the master, by id
 };
 
 void learn_state(Serving& s, std::int64_t version, std::string_view text, const char* how) {
@@ -228,9 +234,9 @@ bool serve_shared_routes(Serving& s, const Request& req, HttpServer::ReplyFn rep
     return true;
 }
 
-// lab10's worker from here to run_worker, unchanged but for the messages above.
+// {"cmd":"server"} arrived with the listening socket: accept on it, tell the master (lab05).
 void serve_listener(Serving& s, Fd listener) {
-    if (s.listener || s.rt.http.draining()) return;
+    if (s.listener || s.rt.http.draining()) return;  // a second one, or too late: it closes here
     s.listener = std::move(listener);
     int fd = s.listener.get();
     if (!s.rt.loop.add(fd, EPOLLIN, [&s, fd](uint32_t) { s.rt.http.accept_all(fd); })) die_errno("epoll_ctl(listener)");
@@ -239,14 +245,21 @@ void serve_listener(Serving& s, Fd listener) {
     s.rt.master.send(listening);
 }
 
+// Node's server.close(): no more accept() here. Connections already accepted stay.
 void stop_accepting(Serving& s) {
     if (!s.listener) return;
     s.rt.loop.remove(s.listener.get());
     s.listener.reset();
 }
 
+// The graceful exit, for a crash (code 1) and for the master's SIGTERM (code 0) alike: stop
+// accepting, then let HttpServer::drain answer every request already in flight (each with
+// Connection: close), close idle keep-alive connections, and call back when none is left.
+// New here: a deadline. A client that keeps its request open (a long /sleep, a stalled
+// download) must not keep a dead worker alive: after --kill-timeout we close what is left
+// and exit anyway, saying how many requests we cut.
 void exit_when_drained(Serving& s, int code) {
-    if (s.rt.http.draining()) return;
+    if (s.rt.http.draining()) return;  // already on its way out
     s.exit_code = code;
     stop_accepting(s);
     s.rt.http.drain([&s] {
@@ -255,14 +268,17 @@ void exit_when_drained(Serving& s, int code) {
     });
     log_event("drain waiting=%zu", s.rt.http.connection_count());
     if (s.finished) return;
-    s.rt.loop.add_timer(s.opts.kill_timeout_ms, [&s] {
+    s.rt.loop.add_timer(s.kill_timeout_ms, [&s] {
         size_t cut = s.rt.http.close_all();
-        log_event("kill-timeout ms=%ld cut=%zu", s.opts.kill_timeout_ms, cut);
+        log_event("kill-timeout ms=%ld cut=%zu", s.kill_timeout_ms, cut);
         s.finished = true;
         s.rt.loop.stop();
     });
 }
 
+// The material's process.on('uncaughtException'), with the suicide signal: first tell the
+// master we are going, so it forks our replacement NOW, while we still drain; only then stop
+// accepting. Without it (lab08) the master learns of our death only from exit, after the drain.
 void on_uncaught(Serving& s, const char* what) {
     log_event("uncaught error=\"%s\"", what);
     if (!s.rt.http.draining()) s.rt.master.send(msg("act", "suicide"));
@@ -291,15 +307,20 @@ void on_master_message(Serving& s, Message& m) {
 
 int run_worker(const Options& opts) {
     WorkerRuntime rt(opts.limits);
-    Serving s{.rt = rt, .opts = opts};
+    Serving s{.rt = rt, .kill_timeout_ms = opts.kill_timeout_ms, .opts = opts};
 
     rt.master.on_message([&s](Message& m) { on_master_message(s, m); });
     rt.http.set_routes([&s](const Request& req, HttpServer::ReplyFn reply) {
         return serve_shared_routes(s, req, std::move(reply));
     });
+    // The master's SIGTERM (its shutdown) is a graceful exit too, with code 0.
     rt.loop.on_signal(SIGTERM, [&s] { exit_when_drained(s, 0); });
     rt.master.send(msg("act", "online"));
 
+    // The top of the worker's loop. A request handler that throws (/crash) unwinds out of
+    // loop.run() to here instead of ending the process; the loop's state stays usable
+    // (level-triggered epoll reports again whatever that iteration did not get to), so after
+    // deciding what to do we simply run it again, until the drain says we are done.
     while (!s.finished) {
         try {
             rt.loop.run();
@@ -364,6 +385,10 @@ int run_notifier(const Options& opts) {
 
 // ---- the master ----------------------------------------------------------------------------
 
+// The master's state. Ownership: `listener` is the listening socket; the master never accepts
+// on it but keeps it open for its whole life, so that while workers come and go the kernel
+// still completes handshakes and queues connections (the listen backlog): clients wait,
+// nobody is refused. New here: `notifier`, the store, the state and the counter it owns.
 struct Master {
     const Options& opts;
     EventLoop& loop;
@@ -373,8 +398,8 @@ struct Master {
     std::string store_path{};
     bool created_store = false;
     bool ready = false;
-    RestartWindow window;
-    bool gave_up = false;
+    RestartWindow window;   // the times of the last --limit restarts
+    bool gave_up = false;   // once given up, never restart again
     int exit_code = 0;
     // The state the master owns and hands out (notify): the store's text, numbered.
     std::int64_t version = 0;
@@ -466,6 +491,8 @@ void forget_poller(Master& m, pid_t pid) {
     m.checks_by.erase(it);
 }
 
+// cluster.fork() followed by worker.send('server', server): the new worker gets the socket,
+// after what it must know first (the state, or where the store is).
 Worker* start_worker(Master& m, int slot) {
     Worker* w = m.cluster.fork_worker(slot);
     if (!w) {
@@ -488,7 +515,9 @@ Worker* start_worker(Master& m, int slot) {
     return w;
 }
 
-// lab10's restart and restart limit, unchanged.
+// A worker is going or gone: fork its replacement into the same slot, so the number of
+// serving workers stays what --workers asked for — unless it has been happening too often
+// (lab10's restart limit, unchanged; lab10's exercise, solved).
 void restart(Master& m, const Worker& old) {
     if (m.gave_up) return;
     if (!m.window.allow(monotonic_ms())) {
@@ -501,9 +530,13 @@ void restart(Master& m, const Worker& old) {
     log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
 }
 
+// Only a worker that died without a word (SIGKILL, the OOM killer, a segfault) is replaced on
+// exit; one that sent a suicide was replaced then, and is never replaced twice.
+// After a giveup, the master lives as long as some worker serves, then exits 1: nothing is left
+// to supervise, and whoever supervises the master (systemd, a shell loop) should know.
 void on_worker_exit(Master& m, const Worker& w) {
     forget_poller(m, w.pid);
-    if (m.cluster.shutting_down()) return;
+    if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
     if (!w.suicide) restart(m, w);
     if (m.gave_up && m.cluster.size() == 0) {
         log_event("shutdown reason=giveup workers=0");
@@ -589,6 +622,9 @@ void relay_message(Master& m, Worker& from, std::int64_t from_id, pid_t to, cons
     answer(m, from, from_id, 202, "delivered to the channel of worker " + std::to_string(to) + "\n");
 }
 
+// Cluster has logged online/listening already. The ready line waits for every initial worker
+// (and the notifier). A suicide is the worker saying "I am going": replace it now, not when it
+// has exited. New here: the questions workers ask the master, each answered under its id.
 void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     const JsonObject& body = message.body;
     std::string act = body.get_string("act");
@@ -638,7 +674,7 @@ int run_master(const Options& opts, char** argv) {
     ListenOptions lo;
     lo.host = opts.server.host;
     lo.port = opts.server.port;
-    lo.nonblocking = true;
+    lo.nonblocking = true;  // shared with every worker: their loops must never block in accept
     Master m{.opts = opts, .loop = loop, .cluster = cluster, .notifier = notifier, .listener = listen_or_die(lo),
              .window = RestartWindow(static_cast<size_t>(opts.limit), opts.during_ms)};
     int port = local_port(m.listener.get());
@@ -647,8 +683,9 @@ int run_master(const Options& opts, char** argv) {
     cluster.on_exit([&m](const Worker& w, int) { on_worker_exit(m, w); });
     notifier.on_message([&m, port](Message& message) { on_notifier_message(m, message, port); });
     notifier.on_gone([&m](pid_t old) { on_notifier_gone(m, old); });
-    // Before anything is forked: SIGINT/SIGTERM stop the notifier and every worker (no restart
-    // after that); SIGUSR1 prints the check counts.
+    // Before anything is forked. SIGINT/SIGTERM: no more restarts (on_worker_exit sees
+    // shutting_down()); the notifier is stopped first, then every worker drains and exits; a
+    // worker still busy after --shutdown-timeout gets SIGKILL; we exit 0. SIGUSR1: the checks.
     stop_cluster_on_signals(loop, cluster, opts.shutdown_timeout_ms, {}, [&m] { m.notifier.stop_and_wait(2000); });
     loop.on_signal(SIGUSR1, [&m] { print_checks(m, "SIGUSR1"); });
 
