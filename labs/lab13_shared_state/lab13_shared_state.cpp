@@ -363,7 +363,11 @@ int run_notifier(const Options& opts) {
     // check then: a change costs one check, and no change costs none.
     auto watch_instead = [&] {
         watch = watch_store(poller.path);
-        if (!watch) die_errno("inotify_init1/inotify_add_watch");
+        if (!watch) {  // no inotify here (or out of watches): poll, rather than fail
+            log_errno("inotify_init1/inotify_add_watch");
+            log_event("inotify unavailable, polling every %ld ms instead", opts.poll_ms);
+            return poll();
+        }
         int fd = watch.get();
         loop.add(fd, EPOLLIN, [&, fd](uint32_t) {
             if (store_touched(fd, poller.path)) check();
