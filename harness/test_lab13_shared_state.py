@@ -279,11 +279,25 @@ def test_a_message_reaches_its_target_and_shows_in_its_inbox_through_any_worker(
         inbox = json.loads(r.body)
         assert inbox["pid"] == b and inbox["received"] == 1, inbox
         assert inbox["messages"] == [{"from": a, "bytes": len(text.encode()), "text": text}], inbox
+    # A chunked body is a body too (curl -H 'Transfer-Encoding: chunked').
+    s = conns[c]
+    s.sendall(f"POST /send?to={b} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "5\r\nchunk\r\n4\r\ned!!\r\n0\r\n\r\n".encode())
+    assert read_response(s).status == 202
+    lab.wait_log(rf"\[worker {b}\] message from={c} bytes=9 text=\"chunked!!\"")
+    # HEAD tells the length of what GET would answer, without it.
+    conns[a].sendall(f"HEAD /inbox?pid={b} HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while len(parse_responses(data, head_only=True)) < 1 or not data.rstrip().endswith(str(a).encode()):
+        data += conns[a].recv(65536)
+    head = parse_responses(data, head_only=True)[0]
+    assert head.status == 200 and int(head.header("content-length")) > 0, head
+    assert data[len(head.raw):].startswith(b"HTTP/1.1 200"), data  # no body after the head
     # It keeps the last five, oldest first; the others' inboxes are empty.
     for n in range(7):
         assert ask(conns[c], f"/send?to={b}", "POST", f"m{n}".encode()).status == 202
     inbox = json.loads(ask(conns[a], f"/inbox?pid={b}").body)
-    assert inbox["received"] == 8 and [m["text"] for m in inbox["messages"]] == [f"m{n}" for n in range(2, 7)], inbox
+    assert inbox["received"] == 9 and [m["text"] for m in inbox["messages"]] == [f"m{n}" for n in range(2, 7)], inbox
     assert json.loads(ask(conns[b], f"/inbox?pid={a}").body)["messages"] == []
     for s in conns.values():
         s.close()

@@ -315,6 +315,7 @@ int run_worker(const Options& opts) {
     });
     // The master's SIGTERM (its shutdown) is a graceful exit too, with code 0.
     rt.loop.on_signal(SIGTERM, [&s] { exit_when_drained(s, 0); });
+    signal(SIGUSR1, SIG_IGN);  // the master's "print the checks": a `kill -USR1` to the whole group must not kill us
     rt.master.send(msg("act", "online"));
 
     // The top of the worker's loop. A request handler that throws (/crash) unwinds out of
@@ -381,6 +382,7 @@ int run_notifier(const Options& opts) {
         else poll();
     });
     loop.on_signal(SIGTERM, [&loop] { loop.stop(); });
+    signal(SIGUSR1, SIG_IGN);  // as in a worker
     master.send(msg("act", "online"));
     loop.run();
     master.flush_blocking();
