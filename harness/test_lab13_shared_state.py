@@ -165,8 +165,10 @@ def test_the_master_counts_n_pollers_against_one_notifier(start_lab):
     pids = {mode: workers(lab, workers_n) for mode, lab in labs.items()}
     time.sleep(1.5)  # the measurement window: both labs poll side by side
     for lab in labs.values():
-        lab.signal(signal.SIGUSR1)
+        os.killpg(lab.pid, signal.SIGUSR1)  # the whole group, as `kill -USR1 -PGID` would: only the master acts
     got = {mode: checks_line(lab, "SIGUSR1") for mode, lab in labs.items()}
+    for lab in labs.values():
+        assert not lab.events(r"\] (exit|disconnect) (worker|notifier)="), "SIGUSR1 ended a child"
     poll, notify = got["poll"], got["notify"]
     print(f"\nchecks in {poll['elapsed_s']:.2f} s: poll {poll}\nchecks in {notify['elapsed_s']:.2f} s: notify {notify}")
     # Who checks: every worker in poll mode; only the notifier (after the master's start-up read).
