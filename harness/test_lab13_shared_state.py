@@ -189,6 +189,7 @@ def test_the_master_counts_n_pollers_against_one_notifier(start_lab):
         contract.check_sigterm(lab)
         final = checks_line(lab, "shutdown")
         assert final["mode"] == mode and final["total"] >= got[mode]["total"], final
+        assert not lab.events(r"signal=SIGUSR1"), "SIGUSR1 killed a child"
 
 
 @pytest.mark.points(2)
