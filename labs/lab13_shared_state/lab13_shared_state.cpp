@@ -213,8 +213,10 @@ bool serve_shared_routes(Serving& s, const Request& req, HttpServer::ReplyFn rep
         reply({200, state_json(s), ""});
     } else if (path == "/send") {
         if (!pid_param(req, "to", &pid, reply)) return true;
-        if (req.body.size() > kMaxSendBytes)
-            return reply({413, "a message is at most " + std::to_string(kMaxSendBytes) + " bytes\n", ""}), true;
+        if (req.body.size() > kMaxSendBytes) {
+            reply({413, "a message is at most " + std::to_string(kMaxSendBytes) + " bytes\n", ""});
+            return true;
+        }
         JsonObject send = msg("act", "send");
         send.set("to", static_cast<std::int64_t>(pid));
         send.set("text", req.body);
