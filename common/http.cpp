@@ -138,6 +138,7 @@ RequestParser::Result RequestParser::run(std::string_view buf, Request& out) {
     while (true) {
         if (state_ == State::body) {  // no byte needed to finish: a body may be empty
             size_t take = std::min(body_left_, n - pos_);
+            pending_.body.append(buf.substr(pos_, take));  // kept: lab13's POST /send reads it
             pos_ += take;
             body_left_ -= take;
             if (body_left_ > 0) return {};
@@ -303,6 +304,7 @@ RequestParser::Result RequestParser::run(std::string_view buf, Request& out) {
             break;
         case State::chunk_data: {
             size_t take = std::min(body_left_, n - pos_);
+            pending_.body.append(buf.substr(pos_, take));  // decoded: the data without its framing
             pos_ += take;
             body_left_ -= take;
             if (body_left_ == 0) state_ = State::chunk_data_cr;
@@ -471,6 +473,7 @@ void RequestParser::start_trailers() {
 const char* reason_phrase(int status) {
     switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -480,6 +483,7 @@ const char* reason_phrase(int status) {
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 504: return "Gateway Timeout";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";

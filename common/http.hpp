@@ -32,6 +32,7 @@ struct Request {
     int version_minor = 1;  // HTTP/1.0 or HTTP/1.1
     bool keep_alive = true; // by the rules of the version and the Connection header
     std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;       // the request's body (Content-Length, or chunked and decoded), at most max_body
 
     bool is_head() const { return method == "HEAD"; }
     // The value of the first header with this name (case-insensitive), or nullptr.
@@ -40,7 +41,7 @@ struct Request {
 
 struct HttpLimits {
     size_t max_head = 8 * 1024;        // request line + headers (and, apart, a trailer section)
-    size_t max_body = 1024 * 1024;     // a body we must read past (and ignore), framing included
+    size_t max_body = 1024 * 1024;     // a body we read (lab13's POST /send) or read past, framing included
     size_t max_empty_lines = 8;        // empty lines tolerated before a request line (RFC 9112 §2.2)
     size_t max_chunk_line = 4 * 1024;  // a chunk-size line with its extensions
 };

@@ -157,6 +157,7 @@ void HttpServer::answer_requests(Conn& c) {
         c.head_started = c.parser.started(c.unparsed()) ? loop_.now() : -1;
         c.pending = std::move(req);
 
+        if (routes_ && route_to_lab(c)) continue;
         Action action = route(c.pending);
         switch (action.kind) {
         case Action::Kind::reply:
@@ -202,6 +203,23 @@ void HttpServer::finish_slow_request(int fd, uint64_t id, const std::string& bod
     if (body.empty()) respond(*c, 500, "compute failed: see the server's log\n");
     else respond(*c, 200, body);
     // A hook that called done() before returning is still inside process(), which carries on.
+    if (!c->processing) process(*c);
+}
+
+bool HttpServer::route_to_lab(Conn& c) {
+    int fd = c.fd.get();
+    uint64_t id = c.id, request = c.requests;
+    c.busy = true;  // until the lab replies; a reply that comes at once clears it again
+    bool mine = routes_(c.pending, [this, fd, id, request](Reply r) { finish_lab_request(fd, id, request, std::move(r)); });
+    if (!mine) c.busy = false;
+    return mine;
+}
+
+void HttpServer::finish_lab_request(int fd, uint64_t id, uint64_t request, Reply r) {
+    Conn* c = find(fd, id);
+    if (!c || !c->busy || c->requests != request) return;  // gone, or answered already
+    c->busy = false;
+    respond(*c, r.status, r.body, r.extra_headers);
     if (!c->processing) process(*c);
 }
 

@@ -41,6 +41,20 @@ public:
     // gets a 500. done may also be called before the hook returns.
     void set_compute(ComputeFn fn) { compute_ = std::move(fn); }
 
+    // A lab's own routes, tried before the contract's (lab13: POST /send, /inbox, /count).
+    // The handler returns false for a request that is not its own (route() answers it), or true
+    // and then calls `reply` exactly once, at once or later from the loop (after asking another
+    // process, say). Until then the connection waits, as for /sleep. A reply for a connection
+    // that has gone, or a second reply, is dropped.
+    struct Reply {
+        int status = 200;
+        std::string body;
+        std::string extra_headers;  // e.g. "Allow: POST\r\n"
+    };
+    using ReplyFn = std::function<void(Reply)>;
+    using RoutesFn = std::function<bool(const Request& req, ReplyFn reply)>;
+    void set_routes(RoutesFn fn) { routes_ = std::move(fn); }
+
     // Graceful exit (lab08): from now on every response carries Connection: close, idle
     // kept-alive connections are closed at once, and on_drained runs when the last connection
     // is gone. A connection that has not sent its first request yet is not idle: it is served
@@ -60,6 +74,8 @@ private:
     void answer_requests(Conn& c);  // parse and answer what has arrived, within the back-pressure limits
     void update_interest(Conn& c);  // EPOLLIN/EPOLLOUT as the connection's buffers require
     void finish_slow_request(int fd, uint64_t id, const std::string& body);
+    bool route_to_lab(Conn& c);  // the lab's own routes (set_routes); false: not one of them
+    void finish_lab_request(int fd, uint64_t id, uint64_t request, Reply r);
     void respond(Conn& c, int status, const std::string& body, std::string_view extra_headers = {});
     void flush(Conn& c);
     void close_conn(Conn& c);
@@ -71,6 +87,7 @@ private:
     EventLoop& loop_;
     ConnectionLimits limits_;
     ComputeFn compute_;
+    RoutesFn routes_;
     std::unordered_map<int, std::unique_ptr<Conn>> conns_;
     uint64_t next_id_ = 1;
     bool sweeping_ = false;
