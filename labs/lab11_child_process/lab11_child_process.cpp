@@ -83,14 +83,6 @@ struct SpawnFailure {
 enum ChildCall : int32_t { kExecvp, kSetsid, kChdir, kDup2, kOpenDevNull, kFcntl, kSetenv, kCallCount };
 constexpr const char* kChildCallNames[kCallCount] = {"execvp", "setsid", "chdir", "dup2", "open", "fcntl", "setenv"};
 
-// Between fork and exec: only system calls, then _exit (no atexit handlers, no stdio flush of
-// buffers that belong to the parent).
-[[noreturn]] void report_and_exit(int report_fd, ChildCall call) {
-    SpawnFailure f{call, errno};
-    if (write(report_fd, &f, sizeof f) < 0) {}  // the parent then sees end of file and a 127
-    _exit(127);
-}
-
 std::vector<char*> c_argv(const std::vector<std::string>& args) {
     std::vector<char*> out;
     for (const std::string& a : args) out.push_back(const_cast<char*>(a.c_str()));
@@ -99,6 +91,14 @@ std::vector<char*> c_argv(const std::vector<std::string>& args) {
 }
 
 // BEGIN SOLUTION: spawn(): pipes for the child's stdio, fork, in the child setsid/chdir/dup2 and execvp; a failed exec reported through a close-on-exec error pipe (no exit event), the child reaped
+// Between fork and exec: only system calls, then _exit (no atexit handlers, no stdio flush of
+// buffers that belong to the parent).
+[[noreturn]] void report_and_exit(int report_fd, ChildCall call) {
+    SpawnFailure f{call, errno};
+    if (write(report_fd, &f, sizeof f) < 0) {}  // the parent then sees end of file and a 127
+    _exit(127);
+}
+
 Spawned spawn_child(const SpawnRequest& req) {
     Spawned s;
     auto fail = [&s](const char* call) {
@@ -413,8 +413,11 @@ void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts,
         result->error = reason;
         log_event("error reason=%s child=%d %s killed_with=%s", reason.c_str(), child.pid(), detail.c_str(),
                   signal_name(kill_signal).c_str());
-        child.destroy_streams();  // as Node does: what is left unread is dropped
+        // Signal first, then drop what is left unread (Node destroys the streams too). In the other
+        // order a child still writing would die of SIGPIPE before our signal reached it; a fatal
+        // signal sent first fixes how it dies, whatever it writes afterwards.
         child.kill(kill_signal);
+        child.destroy_streams();
     };
     child.on_data = [result, max = static_cast<size_t>(opts.max_buffer), kill_for](const char* stream,
                                                                                     std::string_view chunk) {
