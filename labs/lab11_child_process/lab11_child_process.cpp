@@ -206,7 +206,7 @@ public:
         watch("stdout", std::move(s.stdout_r));
         watch("stderr", std::move(s.stderr_r));
     }
-    ~ChildProcess() { destroy_streams(); }
+    ~ChildProcess() { drop_streams(); }  // no event from a destructor: the parent is leaving
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
 
@@ -220,12 +220,7 @@ public:
     // Node's stream.destroy() on stdout and stderr: stop reading, close our ends. They count as
     // closed; a grandchild still writing into them gets EPIPE.
     void destroy_streams() {
-        for (auto& st : streams_)
-            if (st->fd) {
-                loop_.remove(st->fd.get());
-                st->fd.reset();
-                --open_;
-            }
+        drop_streams();
         maybe_close();
     }
 
@@ -249,6 +244,15 @@ private:
         const char* name;
         Fd fd;
     };
+
+    void drop_streams() {
+        for (auto& st : streams_)
+            if (st->fd) {
+                loop_.remove(st->fd.get());
+                st->fd.reset();
+                --open_;
+            }
+    }
 
     void watch(const char* name, Fd fd) {
         if (!fd) return;  // Stdio::inherit or ignore: nothing of ours to read
