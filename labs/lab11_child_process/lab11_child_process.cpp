@@ -199,6 +199,7 @@ int report_spawn_error(const SpawnRequest& req, const Spawned& s) {
 class ChildProcess {
 public:
     std::function<void(const char* stream, std::string_view chunk)> on_data;
+    std::function<void(int wait_status)> on_exit;
     std::function<void(int wait_status)> on_close;
 
     ChildProcess(EventLoop& loop, Spawned& s) : loop_(loop), pid_(s.pid) {
@@ -236,6 +237,7 @@ public:
         exited_ = true;
         status_ = status;
         log_event("exit child=%d %s", pid_, describe_exit(status).c_str());
+        if (on_exit) on_exit(status);
         maybe_close();
     }
 
@@ -417,14 +419,18 @@ void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts,
         result->error = reason;
         log_event("error reason=%s child=%d %s killed_with=%s", reason.c_str(), child.pid(), detail.c_str(),
                   signal_name(kill_signal).c_str());
-        // Signal first, then drop what is left unread (Node destroys the streams too). In the other
-        // order a child still writing would die of SIGPIPE before our signal reached it; a fatal
-        // signal sent first fixes how it dies, whatever it writes afterwards.
         child.kill(kill_signal);
-        child.destroy_streams();
+    };
+    // Once it is dead, what is left unread is dropped: our ends of the pipes close, so a grandchild
+    // still holding them cannot delay `close` (Node destroys the streams too, but at once). Not
+    // before: a child still writing into a closed pipe would die of SIGPIPE before our signal
+    // reached it (a shell that catches SIGINT does), and the log would blame the wrong signal.
+    child.on_exit = [&child, result](int) {
+        if (result->error != "none" && result->error != "exit") child.destroy_streams();
     };
     child.on_data = [result, max = static_cast<size_t>(opts.max_buffer), kill_for](const char* stream,
                                                                                     std::string_view chunk) {
+        if (result->error != "none") return;  // killed: read and dropped until it is gone
         std::string& buf = std::strcmp(stream, "stdout") == 0 ? result->out : result->err;
         buf.append(chunk);
         if (buf.size() <= max) return;
