@@ -521,9 +521,9 @@ int run_fork(const char* argv0) {
     auto channel = std::make_unique<Channel>(std::move(parent_end));
     // cp.disconnect(), or the child closed its end: either way the channel is gone.
     auto disconnect = [&] {
+        log_event("disconnect child=%d", child.pid());  // logged first: the child's own line follows
         loop.remove(channel->fd());
         channel.reset();
-        log_event("disconnect child=%d", child.pid());
         child.disconnected();
     };
     loop.add(channel->fd(), EPOLLIN, [&](uint32_t) {
