@@ -279,6 +279,9 @@ def test_stdio_inherit_hands_the_child_our_own_stdout_and_pipe_a_new_one(lab11):
 def test_stdio_ignore_puts_the_child_on_dev_null(lab11):
     run = lab11("spawn", "--stdio", "ignore", "sh", "-c", "echo out; echo err >&2; sleep 1")
     child = int(run.wait_event("spawn")["child"])
+    # Once it is the shell (exec done), its 0, 1 and 2 are what spawn gave it.
+    wait_until(lambda: os.path.realpath(f"/proc/{child}/exe") == os.path.realpath("/bin/sh"), 5,
+               what="the child to be /bin/sh")
     assert [os.readlink(f"/proc/{child}/fd/{n}") for n in (0, 1, 2)] == ["/dev/null"] * 3
     code, out = run.finish()
     assert code == 0 and out == ""
