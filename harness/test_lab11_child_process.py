@@ -513,6 +513,21 @@ def test_a_signal_to_the_parent_reaches_the_foreground_child(lab11, args, sig):
     assert proc_stat(child) is None, "the child was not reaped"
 
 
+@pytest.mark.points(2)
+@pytest.mark.timeout(20)
+def test_a_signal_after_exit_ends_the_wait_for_close(lab11):
+    run = lab11("spawn", "sh", "-c", "sleep 1.5 & echo hi")
+    run.wait_event("exit")  # the child is gone; its grandchild holds stdout, so no close yet
+    os.kill(run.pid, signal.SIGINT)
+    code, _ = run.finish()
+    assert code == 128 + signal.SIGINT
+    (interrupted,) = run.events("interrupted")
+    assert (interrupted["signal"], interrupted["waiting"]) == ("SIGINT", "close")
+    assert not run.events("close") and not run.events("forward")
+    # The grandchild was never ours to stop: it ends by itself.
+    wait_until(lambda: not group_members(run.pid), 5, what="the grandchild to end by itself")
+
+
 # ---- the daemon -----------------------------------------------------------------------------
 
 def stat_fields(pid):
