@@ -371,17 +371,6 @@ def test_compare_quick_writes_the_table_and_the_chart(tmp_path, load_tool):
 
 
 @pytest.mark.points(1)
-def test_compare_refuses_a_lab_that_is_not_a_server_and_skips_it_by_default():
-    servers = [l for l in labinfo.find_labs() if l.is_server()]
-    others = [l for l in labinfo.find_labs() if not l.is_server()]
-    assert labinfo.resolve("lab01") in servers
-    if not others:
-        pytest.skip("every lab here is a server")
-    done = tool("compare", "--labs", f"lab01 {others[0].short}", "--no-build", "--quick")
-    assert done.returncode == 2 and f"{others[0].short} is a command-line program, not a server" in done.stderr
-
-
-@pytest.mark.points(1)
 def test_compare_rejects_an_unknown_lab():
     done = tool("compare", "--labs", "lab01 lab99", "--no-build", "--quick")
     assert done.returncode == 2 and "lab99" in done.stderr

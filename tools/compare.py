@@ -508,14 +508,6 @@ def main(argv=None):
     except labinfo.LabError as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2
-    if args.labs.strip():
-        not_servers = [l.short for l in labs if not l.is_server()]
-        if not_servers:
-            print(f"compare: {', '.join(not_servers)} is a command-line program, not a server: there is "
-                  f"nothing to load-test (its tests: make grade LAB={not_servers[0]})", file=sys.stderr)
-            return 2
-    else:
-        labs = [l for l in labs if l.is_server()]  # lab11 has no port and no ready line
     if not labs:
         print("compare: no labs found under labs/", file=sys.stderr)
         return 2
@@ -544,7 +536,7 @@ def main(argv=None):
     results = [run_lab(lab, tool, duration, i, len(labs)) for i, lab in enumerate(labs, 1)]
     elapsed = time.monotonic() - t0
 
-    every_lab = [l.short for l in labs] == [l.short for l in labinfo.find_labs(root) if l.is_server()]
+    every_lab = [l.short for l in labs] == [l.short for l in labinfo.find_labs(root)]
     argv_line = "make compare" + (f" TOOL={args.tool}" if args.tool != "loadgen" else "") + \
         (f' LABS="{args.labs.strip()}"' if args.labs.strip() and not every_lab else "")
     if args.quick or args.duration:

@@ -76,11 +76,6 @@ class LabSource:
     def binary(self):
         return self.root / self.short
 
-    def is_server(self):
-        """True for a lab that prints the contract's ready line (print_ready) and serves HTTP;
-        False for a command-line lab (lab11), which `make compare` has nothing to measure in."""
-        return any("print_ready(" in p.read_text(errors="replace") for p in self.sources())
-
     def test_files(self):
         return sorted((self.root / "harness").glob(f"test_{self.short}_*.py")) + \
             sorted((self.root / "harness").glob(f"test_{self.short}.py"))
@@ -347,8 +342,8 @@ def main(argv):
         return 1
     for lab in labs:
         line = f"{lab.short}  {lab.stage() or '(no // stage: line)'}"
-        if not lab.is_server():
-            line += "\n       a command-line program, not a server (no ready line): make compare skips it"
+        if lab.binary().exists() and not has_flag(help_text(lab.binary()), "port"):
+            line += "\n       not a server (its --help lists no --port): make compare skips it"
         elif lab.binary().exists():
             p = profile(lab)
             line += f"\n       make compare runs: ./{lab.short} {' '.join(p.args)}  model {p.model} ({p.concurrency})"
