@@ -58,7 +58,8 @@ void Cli::choice(const std::string& name, std::string* out, std::vector<std::str
 }
 
 std::string Cli::usage() const {
-    std::string u = "usage: " + program_ + " [options]\n" + summary_ + "\n\noptions:\n";
+    std::string u = "usage: " + program_ + " [options]" + (takes_operands_ ? " " + operand_synopsis_ : "") +
+                    "\n" + summary_ + "\n\noptions:\n";
     std::vector<std::string> left;
     size_t width = 0;
     for (const auto& o : options_) {
@@ -81,9 +82,14 @@ Cli::Result Cli::fail(std::string message) {
 }
 
 Cli::Result Cli::try_parse(int argc, const char* const* argv) {
+    operands_.clear();
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "--help" || arg == "-h") return Result::help;
+        if (takes_operands_ && (arg == "--" || arg.rfind("--", 0) != 0)) {
+            operands_.assign(argv + i + (arg == "--" ? 1 : 0), argv + argc);
+            break;
+        }
         if (arg.rfind("--", 0) != 0) return fail("unexpected argument '" + arg + "'");
         std::string name = arg.substr(2), value;
         bool has_value = false;
@@ -133,7 +139,19 @@ Cli::Result Cli::try_parse(int argc, const char* const* argv) {
             break;
         }
     }
+    if (operands_.size() < min_operands_) return fail("missing " + operand_synopsis_);
     return Result::ok;
+}
+
+void Cli::operands(std::string synopsis, std::size_t min_count) {
+    takes_operands_ = true;
+    operand_synopsis_ = std::move(synopsis);
+    min_operands_ = min_count;
+}
+
+void Cli::usage_error(const std::string& message) const {
+    std::fprintf(stderr, "%s: %s\n\n%s", program_.c_str(), message.c_str(), usage().c_str());
+    std::exit(2);
 }
 
 void Cli::parse(int argc, char** argv) {

@@ -5,6 +5,7 @@
 // Both `--port 8080` and `--port=8080` work.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,17 @@ public:
     // Parses, and on --help or a bad command line prints and exits as the contract says.
     void parse(int argc, char** argv);
 
+    // For a command that takes operands after its options (`lab11 spawn [options] CMD [ARGS…]`):
+    // parsing stops at the first argument that is not an option, or after `--`, and everything
+    // from there on is left in operands() untouched (a command's own flags are not ours). Fewer
+    // than `min_count` operands is a bad command line. `synopsis` ("CMD [ARGS…]") goes in the usage.
+    void operands(std::string synopsis, std::size_t min_count);
+    const std::vector<std::string>& operands() const { return operands_; }
+
+    // For what parse() cannot check (a bad operand, a value with its own syntax): prints
+    // "program: message", the usage to stderr and exits 2, like a bad flag.
+    [[noreturn]] void usage_error(const std::string& message) const;
+
 private:
     struct Option {
         std::string name, metavar, help;
@@ -41,6 +53,10 @@ private:
     Result fail(std::string message);
     std::string program_, summary_, error_;
     std::vector<Option> options_;
+    bool takes_operands_ = false;
+    std::string operand_synopsis_;
+    std::size_t min_operands_ = 0;
+    std::vector<std::string> operands_;
 };
 
 // The flags of the contract: --host, --port and (for labs with workers) --workers.

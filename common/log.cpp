@@ -33,8 +33,12 @@ std::string timestamp() {
     return buf;
 }
 
+std::string make_line(const std::string& text) {
+    return "[" + std::string(g_role) + " " + std::to_string(getpid()) + "] " + text + timestamp() + "\n";
+}
+
 void write_line(const std::string& text) {
-    std::string line = "[" + std::string(g_role) + " " + std::to_string(getpid()) + "] " + text + timestamp() + "\n";
+    std::string line = make_line(text);
     // One write(2) per line is the whole point: a short write to a pipe under PIPE_BUF
     // (4096 bytes) is atomic, so concurrent writers never interleave inside a line.
     const char* p = line.data();
@@ -72,6 +76,14 @@ std::string format(const char* fmt, ...) {
     std::string s = vformat(fmt, ap);
     va_end(ap);
     return s;
+}
+
+std::string event_line(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string line = make_line(vformat(fmt, ap));
+    va_end(ap);
+    return line;
 }
 
 void log_event(const char* fmt, ...) {

@@ -15,6 +15,10 @@ const char* log_role();
 // Formats like printf and writes "[ROLE PID] <text> t=SECONDS.mmm\n" with one write(2).
 void log_event(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// The same line as a string, newline included, for a process whose stderr is /dev/null and
+// which writes its events to a file instead (lab11's daemon).
+std::string event_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
 // Set-up failure tier: "[ROLE PID] fatal CALL: strerror(errno)" then exit(1).
 [[noreturn]] void die_errno(const char* call);
 // Same, with an explicit message instead of errno.

@@ -342,7 +342,9 @@ def main(argv):
         return 1
     for lab in labs:
         line = f"{lab.short}  {lab.stage() or '(no // stage: line)'}"
-        if lab.binary().exists():
+        if lab.binary().exists() and not has_flag(help_text(lab.binary()), "port"):
+            line += "\n       not a server (its --help lists no --port): make compare skips it"
+        elif lab.binary().exists():
             p = profile(lab)
             line += f"\n       make compare runs: ./{lab.short} {' '.join(p.args)}  model {p.model} ({p.concurrency})"
         else:

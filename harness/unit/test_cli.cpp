@@ -89,4 +89,23 @@ TEST_CASE("the usage lists every flag with its default") {
     CHECK(u.find("--help") != std::string::npos);
 }
 
+TEST_CASE("a command with operands stops at the first one and keeps the rest untouched") {
+    long timeout = 0;
+    Cli cli("lab11 exec", "Runs a command.");
+    cli.integer("timeout", &timeout, 0, 1000000, "ms");
+    cli.operands("CMD [ARGS...]", 1);
+    std::vector<const char*> args{"lab11 exec", "--timeout", "5", "ls", "--timeout", "-l"};
+    CHECK(cli.try_parse(static_cast<int>(args.size()), args.data()) == R::ok);
+    CHECK_EQ(timeout, 5L);
+    CHECK_EQ(cli.operands().size(), std::size_t(3));
+    CHECK_EQ(cli.operands()[1], std::string("--timeout"));
+    std::vector<const char*> dashdash{"lab11 exec", "--", "--weird"};
+    CHECK(cli.try_parse(3, dashdash.data()) == R::ok);
+    CHECK_EQ(cli.operands()[0], std::string("--weird"));
+    std::vector<const char*> none{"lab11 exec", "--timeout", "5"};
+    CHECK(cli.try_parse(3, none.data()) == R::error);
+    CHECK_EQ(cli.error(), std::string("missing CMD [ARGS...]"));
+    CHECK(cli.usage().find("usage: lab11 exec [options] CMD [ARGS...]") != std::string::npos);
+}
+
 TEST_MAIN("cli")
