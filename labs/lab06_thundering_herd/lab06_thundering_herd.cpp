@@ -1,6 +1,6 @@
 // lab06_thundering_herd — N workers wait for connections on one port, in one of five ways, and count every wakeup in shared memory.
-// Observe: kill -USR1 <master> prints wakeups/accepted/wasted per worker: --mode epoll wakes every worker per connection (惊群); accept, exclusive and mutex wake one; reuseport spreads.
-// Run: make lab06 && ./lab06 --workers 4 --mode epoll, then: for i in $(seq 200); do curl -s localhost:8000/ >/dev/null; done; kill -USR1 $(pgrep -o lab06)
+// Observe: kill -USR1 <master> prints a per-worker table; the herd is in the `sleeps` column (the kernel's count of wakeups): --mode epoll ~6 per connection, accept ~1, while epoll's user-space wakeups stay ~1.00 (the kernel re-checks before waking user space).
+// Run: make lab06 && ./lab06 --workers 4 --mode epoll, then: for i in $(seq 200); do curl -s localhost:8000/ >/dev/null; done; kill -USR1 <pid from the ready line>
 // Mirrors the material's 惊群 (thundering herd) of workers competing to accept on one shared handle, and nginx's fixes (accept_mutex, EPOLLEXCLUSIVE, reuseport).
 // stage: thundering herd, count the wakeups of N workers sharing one socket, and the fixes
 
@@ -263,8 +263,10 @@ int run_master(const Options& opts, char** argv) {
     // (its threads sleep in accept), non-blocking for every mode that waits in epoll.
     lo.nonblocking = opts.mode != "accept";
     // reuseport: the master only holds the port (bound, not listening, so the kernel never
-    // queues a connection on it); each worker binds and listens on its own socket.
-    lo.reuseport = lo.bind_only = opts.mode == "reuseport";
+    // queues a connection on it); each worker binds and listens on its own socket. The master's
+    // bind is exclusive (SO_REUSEPORT is set only after it): a second lab06 on this port fails
+    // with EADDRINUSE instead of joining our group and sharing our connections.
+    lo.reuseport = lo.bind_only = lo.reuseport_owner = opts.mode == "reuseport";
     Fd listener = listen_or_die(lo);
     int port = local_port(listener.get());
 
