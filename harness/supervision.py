@@ -373,3 +373,43 @@ def check_crash_storm(lab, record, seconds=4.0, every=0.15, connections=8):
     print(f"\ncrash storm: {crashes} crashes, {report['requests']} GET / answered, "
           f"{report['errors']['total']} GET / failed, max latency {report['latency_ms']['max']} ms")
     return crashes, report
+
+
+# ---- labs 05–10: signals at any moment, resources running out ----------------------------------
+
+def check_signal_during_startup(name, tries=4, workers=8):
+    """SIGTERM or SIGINT to the master right after its first `fork` log line, while it is still
+    forking the others: every try exits 0 and leaves no process (the shutdown handling is in
+    place before the first fork). Returns the exit codes, for the failure message."""
+    import subprocess
+    import tempfile
+    from conftest import REPO, group_members, reap_orphans
+    codes = []
+    for i in range(tries):
+        sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
+        with tempfile.NamedTemporaryFile(prefix=f"{name}-startup-", suffix=".log") as log:
+            proc = subprocess.Popen([str(REPO / name), "--port", "0", "--workers", str(workers)],
+                                    stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            try:
+                # Poll tightly: the window between the first and the last fork is a few ms.
+                wait_until(lambda: b"] fork worker=" in open(log.name, "rb").read(), 10, interval=0.0005,
+                           what="the first fork line")
+                os.kill(proc.pid, sig)
+                try:
+                    codes.append(proc.wait(15))
+                except subprocess.TimeoutExpired:
+                    codes.append("hung")
+                left = wait_until(lambda: not group_members(proc.pid), 5, what="no process left",
+                                  fail=False)
+                text = open(log.name, errors="replace").read()
+            finally:
+                for pid in group_members(proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                reap_orphans()
+            assert codes[-1] == 0, f"try {i + 1} ({sig.name}): exit codes so far {codes}\n{text}"
+            assert left, f"try {i + 1} ({sig.name}): processes outlived the master\n{text}"
+    return codes

@@ -298,6 +298,11 @@ int run_master(const Options& opts, char** argv) {
     });
     loop.on_signal(SIGUSR1, [&] { print_table(*shared, wanted, opts, "SIGUSR1"); });
 
+    // Before the first fork: a SIGINT/SIGTERM from now on, even in the middle of start-up, is a
+    // clean shutdown (exit 0, every worker reaped) instead of the default death by the signal.
+    // The last table is printed before the workers are stopped: the kernel's counts go with them.
+    stop_cluster_on_signals(loop, cluster, 5000, {}, [&] { print_table(*shared, wanted, opts, "shutdown"); });
+
     for (size_t i = 0; i < wanted; ++i) {
         Worker* w = cluster.fork_worker(static_cast<int>(i));
         if (!w) die("could not start worker %zu", i);
@@ -309,8 +314,6 @@ int run_master(const Options& opts, char** argv) {
         server.set("mode", opts.mode);
         cluster.send(*w, server, listener.get());
     }
-    // The last table is printed before the workers are stopped: the kernel's counts go with them.
-    stop_cluster_on_signals(loop, cluster, 5000, {}, [&] { print_table(*shared, wanted, opts, "shutdown"); });
     loop.run();
     return exit_code;
 }

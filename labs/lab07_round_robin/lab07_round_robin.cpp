@@ -178,6 +178,10 @@ int run_master(const Options& opts, char** argv) {
         loop.stop();
     });
 
+    // Before the first fork: a SIGINT/SIGTERM from now on, even in the middle of start-up, is a
+    // clean shutdown (exit 0, every worker reaped) instead of the default death by the signal.
+    stop_cluster_on_signals(loop, cluster);
+
     for (size_t i = 0; i < wanted; ++i) {
         Worker* w = cluster.fork_worker(static_cast<int>(i));
         if (!w) die("could not start worker %zu", i);
@@ -185,7 +189,6 @@ int run_master(const Options& opts, char** argv) {
         server.set("port", port);
         cluster.send(*w, server);  // no fd this time: the listening socket never leaves the master
     }
-    stop_cluster_on_signals(loop, cluster);
     loop.run();
     return exit_code;
 }
