@@ -413,3 +413,36 @@ def check_signal_during_startup(name, tries=4, workers=8):
             assert codes[-1] == 0, f"try {i + 1} ({sig.name}): exit codes so far {codes}\n{text}"
             assert left, f"try {i + 1} ({sig.name}): processes outlived the master\n{text}"
     return codes
+
+
+def limit_fds(pid, soft):
+    """prlimit --pid PID --nofile=SOFT (the hard limit stays, so the soft one can be raised again);
+    returns the soft limit it replaced."""
+    import resource
+    old_soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    return old_soft
+
+
+def check_a_failed_restart_is_retried(lab):
+    """The issue's scenario: the master's fd limit is set to what it holds now, then a worker is
+    killed. Its replacement cannot be started (socketpair: EMFILE): the master logs the call and
+    strerror, keeps serving with the survivor, and tries again after a delay; once fds are
+    available again, the replacement starts."""
+    pids = wait_workers(lab)
+    victim, survivor = pids
+    old = limit_fds(lab.pid, fd_count(lab.pid))
+    try:
+        os.kill(victim, signal.SIGKILL)
+        lab.wait_log(r"\[master \d+\] error socketpair: Too many open files")
+        lab.wait_log(rf"\[master \d+\] restart worker={victim} failed retry_in_ms=\d+", count=2, timeout=10)
+        assert lab.alive(), "the master exited when it could not start a replacement"
+        for _ in range(4):
+            r = lab.get("/pid")
+            assert r.status == 200 and int(r.body) == survivor, r
+        assert restarts_of(lab, victim) == 0
+    finally:
+        limit_fds(lab.pid, old)
+    lab.wait_log(rf"restart worker={victim} replacement=\d+", timeout=10)
+    wait_workers(lab)
+    assert restarts_of(lab, victim) == 1

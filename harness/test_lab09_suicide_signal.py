@@ -206,3 +206,10 @@ class TestContract(contract.ContractTests):
 @pytest.mark.timeout(90)
 def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
     supervision.check_signal_during_startup(LAB)
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(start_lab):
+    lab = start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
+    supervision.check_a_failed_restart_is_retried(lab)

@@ -117,11 +117,10 @@ int run_master(const Options& opts, char** argv) {
     // clean shutdown (exit 0, every worker reaped) instead of the default death by the signal.
     stop_cluster_on_signals(loop, cluster);
 
-    for (size_t i = 0; i < wanted; ++i) {
-        Worker* w = cluster.fork_worker(static_cast<int>(i));
-        if (!w) die("could not start worker %zu", i);
-        send_listener(cluster, *w, listener.get());
-    }
+    // A worker that cannot be started (out of fds or processes) is tried again a second later.
+    for (size_t i = 0; i < wanted; ++i)
+        cluster.fork_worker_retrying(static_cast<int>(i), kForkRetryMs,
+                                     [&](Worker& w) { send_listener(cluster, w, listener.get()); });
     if (opts.master_accepts) {
         // "handled by parent": the master competes for connections on the same socket.
         int fd = listener.get();

@@ -303,16 +303,17 @@ int run_master(const Options& opts, char** argv) {
     // The last table is printed before the workers are stopped: the kernel's counts go with them.
     stop_cluster_on_signals(loop, cluster, 5000, {}, [&] { print_table(*shared, wanted, opts, "shutdown"); });
 
+    // A worker that cannot be started (out of fds or processes) is tried again a second later.
     for (size_t i = 0; i < wanted; ++i) {
-        Worker* w = cluster.fork_worker(static_cast<int>(i));
-        if (!w) die("could not start worker %zu", i);
-        shared->workers[i].pid.store(w->pid);
-        JsonObject stats = msg("cmd", "stats");
-        stats.set("slot", static_cast<std::int64_t>(i));
-        cluster.send(*w, stats, memfd.get());
-        JsonObject server = msg("cmd", "server");
-        server.set("mode", opts.mode);
-        cluster.send(*w, server, listener.get());
+        cluster.fork_worker_retrying(static_cast<int>(i), kForkRetryMs, [&, i](Worker& w) {
+            shared->workers[i].pid.store(w.pid);
+            JsonObject stats = msg("cmd", "stats");
+            stats.set("slot", static_cast<std::int64_t>(i));
+            cluster.send(w, stats, memfd.get());
+            JsonObject server = msg("cmd", "server");
+            server.set("mode", opts.mode);
+            cluster.send(w, server, listener.get());
+        });
     }
     loop.run();
     return exit_code;
