@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def read_all(sock):
 
 # --- the stage's idea: the master deals, in turn ---------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 def test_1000_connections_over_4_workers_give_250_each(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
@@ -86,6 +88,7 @@ def test_1000_connections_over_4_workers_give_250_each(start_lab):
     assert all(249 <= n <= 251 for n in report["per_pid"].values()), report["per_pid"]
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_consecutive_connections_go_to_consecutive_workers(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -117,6 +120,7 @@ def test_the_masters_memory_and_fds_stay_flat_under_load(lab):
 
 # --- a dead worker is skipped, and loses no connection -----------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
@@ -133,6 +137,7 @@ def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
     assert lab.children() == sorted(survivors)  # no restart in this stage
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
@@ -155,6 +160,93 @@ def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
     assert int(redealt[0].group(1)) >= 1
 
 
+def timed_get(lab, path="/pid", timeout=5):
+    started = time.monotonic()
+    r = lab.get(path, timeout=timeout)
+    return r, time.monotonic() - started
+
+
+# --- a busy or stuck worker is skipped: Node's free list ----------------------------------------
+
+@pytest.mark.exercise
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_a_stopped_worker_is_skipped_and_its_connection_dealt_again(lab):
+    stopped, running = worker_pids(lab)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        answers = [timed_get(lab) for _ in range(10)]
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert all(r.status == 200 and int(r.body) == running for r, _ in answers), answers
+    # At most one connection was dealt to it (while it still looked free) and waited for the
+    # take-back; every later one skipped it at once.
+    slow = [round(t, 2) for _, t in answers if t > 0.5]
+    assert len(slow) <= 1, f"requests that waited for the stopped worker: {slow}"
+    if slow:
+        lab.wait_log(r"\[master \d+\] take-back worker=%d id=\d+" % stopped)
+    # Continued, it refuses what it finds late and is dealt connections again.
+    wait_until(lambda: {int(lab.get("/pid").body) for _ in range(4)} == {stopped, running}, 10,
+               what="the continued worker to serve again")
+
+
+@pytest.mark.exercise
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_a_worker_busy_computing_is_skipped_until_it_answers(lab):
+    busy = socket.create_connection(("127.0.0.1", lab.port), timeout=30)
+    busy.sendall(b"GET /compute?n=3000000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        time.sleep(0.2)  # let it start computing (nothing to wait for: the worker is silent meanwhile)
+        answers = [timed_get(lab) for _ in range(8)]
+    finally:
+        busy.close()
+    slow = [round(t, 2) for _, t in answers if t > 0.5]
+    assert all(r.status == 200 for r, _ in answers), answers
+    assert len(slow) <= 1, f"requests that waited for the busy worker: {slow}"
+
+
+@pytest.mark.exercise
+@pytest.mark.points(4)
+@pytest.mark.timeout(90)
+def test_at_its_fd_limit_a_worker_hands_back_what_it_cannot_receive(lab):
+    from supervision import limit_fds
+    workers = worker_pids(lab)
+    for pid in [lab.pid, *workers]:
+        limit_fds(pid, 64)  # prlimit --pid PID --nofile=64
+    results = []
+
+    def sleeper():
+        try:
+            with connect(lab.port, timeout=30) as s:
+                s.sendall(b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                results.append(read_all(s))
+        except OSError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=sleeper) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    answered = sum(1 for r in results if getattr(r, "status", None) == 200)
+    # Each worker holds ~50 connections at 64 fds: the rest were lost at its limit, handed back,
+    # and served once it had room. Nothing was dropped, nobody exited.
+    assert answered == 150, f"{answered} of 150 answered"
+    assert lab.alive() and lab.children() == sorted(workers)
+    lost = lab.events(r"\[worker \d+\] error channel: connection fds lost at our fd limit.* count=(\d+)")
+    assert lost and sum(int(m.group(1)) for m in lost) >= 1, "no worker reached its fd limit: the test tests nothing"
+    assert len(lost) <= 12, f"{len(lost)} lines: one per burst, not one per connection"
+    # A worker that handed one back rests a moment instead of being dealt the next at once.
+    assert sum(int(m.group(1)) for m in lost) < 2000, "a worker at its fd limit was dealt connection after connection"
+    lab.wait_log(r"\[master \d+\] queue full: .* count=\d+")
+    text = lab.log_text()
+    for wrong in ("master gone", "no workers left", "no worker left", "channel error"):
+        assert wrong not in text, f"the log says {wrong!r}"
+    assert lab.get("/").status == 200
+
+
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_kill_9_under_load_loses_nothing_after_the_death(start_lab):
