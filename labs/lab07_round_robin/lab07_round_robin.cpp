@@ -116,6 +116,7 @@ struct Dealer {
     std::deque<Fd> waiting;  // accepted, no free worker yet (oldest first)
     size_t max_waiting = waiting_room();  // the waiting room's size
     bool accepting = true;
+    bool recheck_pending = false;  // a timer will call deal_waiting again
     BurstLog full;  // one line per burst of "the waiting room is full"
 };
 
@@ -194,6 +195,15 @@ void deal_waiting(Dealer& d) {
             ++failures;  // gone under us (EPIPE): its end of file is on the way; try another
             log_event("handoff failed worker=%d: trying the next one", w->pid);
         }
+    }
+    if (!d.waiting.empty() && !d.recheck_pending) {
+        // The worker we wait for answers soon, or counts as stuck in kStuckMs: look again then,
+        // even if nothing else happens meanwhile.
+        d.recheck_pending = true;
+        d.loop.add_timer(kStuckMs, [&d] {
+            d.recheck_pending = false;
+            deal_waiting(d);
+        });
     }
     watch_listener(d);
 }
