@@ -63,6 +63,9 @@ public:
     void fork_worker_retrying(int slot, long retry_ms, std::function<void(Worker&)> started);
     // Sends a message (and optionally an fd, borrowed) without blocking. False if it is gone.
     bool send(Worker& w, const JsonObject& message, int fd = -1);
+    // Reads and handles now whatever `w` has sent so far, as the loop would on its next turn:
+    // for a decision that must not be taken on stale news (has it answered yet?).
+    void read_messages(Worker& w) { if (w.channel) on_channel(w); }
 
     std::vector<Worker*> workers();
     size_t size() const { return workers_.size(); }

@@ -2,6 +2,7 @@
 i = (i+1) mod n over the channel (SCM_RIGHTS); the worker confirms, the master closes its copy.
 A dead worker is skipped, and no connection is lost to it."""
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -149,6 +150,10 @@ def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
     os.kill(victim, signal.SIGSTOP)
     socks = open_requests(lab.port, 12)
     try:
+        # Every connection has been dealt once all but the stopped worker's are being answered
+        # (a free list deals it one, and waits for its answer before it deals it another).
+        wait_until(lambda: len(select.select(socks, [], [], 0)[0]) >= len(socks) - 1, 5,
+                   what="the connections dealt to the running workers to be answered")
         os.kill(victim, signal.SIGKILL)
         responses = [read_all(s) for s in socks]
     finally:

@@ -116,7 +116,7 @@ struct Dealer {
     std::deque<Fd> waiting;  // accepted, no free worker yet (oldest first)
     size_t max_waiting = waiting_room();  // the waiting room's size
     bool accepting = true;
-    bool recheck_pending = false;  // a timer will call deal_waiting again
+    bool tick_pending = false;  // keep_watching's timer is set
     BurstLog full;  // one line per burst of "the waiting room is full"
 };
 
@@ -157,8 +157,8 @@ Worker* next_free_worker(Dealer& d) {
 // }
 // END SOLUTION
 
-void take_back(Dealer& d, std::uint64_t id);
-void deal_waiting(Dealer& d);
+void take_back_overdue(Dealer& d);
+void keep_watching(Dealer& d);
 
 // Sends `client` to `w`: {"cmd":"connection","id":K,"sent_ms":T} with the fd. On success the
 // master keeps its copy in in_flight until the worker answers; on failure `client` is untouched.
@@ -169,7 +169,6 @@ bool hand_off(Dealer& d, Worker& w, Fd& client) {
     if (!d.cluster.send(w, m, client.get())) return false;
     std::uint64_t id = ++d.last_id;
     d.in_flight.emplace(id, Handoff{w.pid, std::move(client), monotonic_ms()});
-    d.loop.add_timer(kTakeBackMs, [&d, id] { take_back(d, id); });
     return true;
 }
 
@@ -196,16 +195,21 @@ void deal_waiting(Dealer& d) {
             log_event("handoff failed worker=%d: trying the next one", w->pid);
         }
     }
-    if (!d.waiting.empty() && !d.recheck_pending) {
-        // The worker we wait for answers soon, or counts as stuck in kStuckMs: look again then,
-        // even if nothing else happens meanwhile.
-        d.recheck_pending = true;
-        d.loop.add_timer(kStuckMs, [&d] {
-            d.recheck_pending = false;
-            deal_waiting(d);
-        });
-    }
+    keep_watching(d);
     watch_listener(d);
+}
+
+// While connections wait or handoffs are unconfirmed, look again every kStuckMs even if nothing
+// else happens: the worker we wait for may count as stuck by then, and a handoff unconfirmed for
+// kTakeBackMs is taken back. One timer for all of them, not one per connection.
+void keep_watching(Dealer& d) {
+    if (d.tick_pending || (d.waiting.empty() && d.in_flight.empty())) return;
+    d.tick_pending = true;
+    d.loop.add_timer(kStuckMs, [&d] {
+        d.tick_pending = false;
+        take_back_overdue(d);
+        deal_waiting(d);
+    });
 }
 
 // The listening socket is the master's alone: accept what is waiting, deal it out.
@@ -221,16 +225,25 @@ void accept_and_deal(Dealer& d) {
     watch_listener(d);
 }
 
-// A worker has not answered a handoff in kTakeBackMs (stopped, stuck in a computation): deal the
-// connection to someone else. The worker stays busy until it answers; if it ever reads the
+// A worker has not answered a handoff in kTakeBackMs (stopped, stuck in a computation): deal
+// the connection to someone else. The worker stays busy until it answers; if it ever reads the
 // message, it finds it late and refuses it.
-void take_back(Dealer& d, std::uint64_t id) {
-    auto it = d.in_flight.find(id);
-    if (it == d.in_flight.end() || !it->second.client) return;  // answered meanwhile
-    log_event("take-back worker=%d id=%llu: no answer in %ld ms, dealt again", it->second.worker,
-              static_cast<unsigned long long>(id), kTakeBackMs);
-    d.waiting.push_front(std::move(it->second.client));
-    deal_waiting(d);
+void take_back_overdue(Dealer& d) {
+    auto overdue = [&d](const Handoff& h) { return h.client && monotonic_ms() - h.sent_ms >= kTakeBackMs; };
+    // The master itself may have been slow to read: an answer already in a channel is news, not
+    // silence. Read those channels first, or we would deal again what a worker already serves.
+    for (Worker* w : d.cluster.workers())
+        for (const auto& [id, h] : d.in_flight)
+            if (h.worker == w->pid && overdue(h)) {
+                d.cluster.read_messages(*w);  // may answer (and erase) this handoff
+                break;
+            }
+    for (auto& [id, h] : d.in_flight) {
+        if (!overdue(h)) continue;
+        log_event("take-back worker=%d id=%llu: no answer in %lld ms, dealt again", h.worker,
+                  static_cast<unsigned long long>(id), monotonic_ms() - h.sent_ms);
+        d.waiting.push_front(std::move(h.client));
+    }
 }
 
 // The worker's answer. accepted: it has the connection, the master's copy can go (Node: `if
