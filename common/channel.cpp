@@ -48,9 +48,17 @@ std::string preview(std::string_view line) {
 }  // namespace
 
 std::pair<Fd, Fd> make_channel_pair() {
+    std::pair<Fd, Fd> ends;
+    if (!open_channel_pair(&ends.first, &ends.second)) die_errno("socketpair");
+    return ends;
+}
+
+bool open_channel_pair(Fd* master_end, Fd* worker_end) {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die_errno("socketpair");
-    return {Fd(sv[0]), Fd(sv[1])};
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return false;
+    master_end->reset(sv[0]);
+    worker_end->reset(sv[1]);
+    return true;
 }
 
 Channel::Channel(Fd sock) : sock_(std::move(sock)) {
@@ -67,9 +75,18 @@ bool Channel::send(const JsonObject& msg, int fd_to_pass) {
 
     Outgoing o;
     o.bytes = body.dump() + "\n";
+    if (out_.empty()) {
+        // Nothing waits ahead of it: send it now, with the caller's fd itself. The first bytes
+        // that leave take the fd with them (the kernel holds its own reference from then on), so
+        // no duplicate is needed, which matters at the fd limit where dup fails with EMFILE.
+        ssize_t n = send_some(o, fd_to_pass);
+        if (n < 0) return false;
+        if (o.sent == o.bytes.size()) return true;
+        if (n > 0) fd_to_pass = -1;  // gone with the first part: the rest is queued without it
+    }
     if (fd_to_pass >= 0) {
-        // The caller may close its fd the moment we return, but the message may have to wait in
-        // the queue: hold our own reference until sendmsg() has handed one to the kernel.
+        // The caller may close its fd the moment we return, but the message has to wait in the
+        // queue: hold our own reference until sendmsg() has handed one to the kernel.
         int copy = fcntl(fd_to_pass, F_DUPFD_CLOEXEC, 0);
         if (copy < 0) {
             log_errno("fcntl(F_DUPFD_CLOEXEC)");
@@ -81,43 +98,53 @@ bool Channel::send(const JsonObject& msg, int fd_to_pass) {
     return flush();
 }
 
+// One sendmsg() of what is left of `o`, with `fd` attached when >= 0. Returns the bytes sent, 0
+// when the socket is full (EAGAIN), or -1 when the channel broke (logged unless the peer is gone).
+ssize_t Channel::send_some(Outgoing& o, int fd) {
+    iovec iov{o.bytes.data() + o.sent, o.bytes.size() - o.sent};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    union {
+        cmsghdr align;  // the control buffer must be aligned like a cmsghdr
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    if (fd >= 0) {
+        std::memset(&control, 0, sizeof control);
+        mh.msg_control = control.buf;
+        mh.msg_controllen = sizeof control.buf;
+        cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    }
+    for (;;) {
+        // MSG_NOSIGNAL: a dead peer is a return value (EPIPE), not a SIGPIPE that kills us.
+        ssize_t n = sendmsg(sock_.get(), &mh, MSG_NOSIGNAL);
+        if (n >= 0) {
+            o.sent += static_cast<size_t>(n);
+            return n;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        if (errno != EPIPE && errno != ECONNRESET) log_errno("sendmsg");
+        send_broken_ = true;
+        out_.clear();
+        return -1;
+    }
+}
+
 bool Channel::flush() {
     if (send_broken_) return false;
     while (!out_.empty()) {
         Outgoing& o = out_.front();
-        iovec iov{o.bytes.data() + o.sent, o.bytes.size() - o.sent};
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        union {
-            cmsghdr align;  // the control buffer must be aligned like a cmsghdr
-            char buf[CMSG_SPACE(sizeof(int))];
-        } control;
-        if (o.fd.valid()) {
-            std::memset(&control, 0, sizeof control);
-            mh.msg_control = control.buf;
-            mh.msg_controllen = sizeof control.buf;
-            cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(sizeof(int));
-            int raw = o.fd.get();
-            std::memcpy(CMSG_DATA(cm), &raw, sizeof raw);
-        }
-        // MSG_NOSIGNAL: a dead peer is a return value (EPIPE), not a SIGPIPE that kills us.
-        ssize_t n = sendmsg(sock_.get(), &mh, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // wants_write() stays true
-            if (errno != EPIPE && errno != ECONNRESET) log_errno("sendmsg");
-            send_broken_ = true;
-            out_.clear();
-            return false;
-        }
+        ssize_t n = send_some(o, o.fd.get());
+        if (n < 0) return false;
+        if (n == 0) return true;  // the socket is full: wants_write() stays true
         // The fd went with these bytes (the kernel holds its own reference now), so the rest of
         // the message, if any, is sent without it.
         o.fd.reset();
-        o.sent += static_cast<size_t>(n);
         if (o.sent == o.bytes.size()) out_.pop_front();
     }
     return true;
@@ -175,6 +202,7 @@ RecvStatus Channel::receive(std::vector<Message>& out) {
         }
 
         // Queue the fds first: they arrive with (never after) the first byte of their message.
+        size_t received = 0;
         for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); n > 0 && cm; cm = CMSG_NXTHDR(&mh, cm)) {
             if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
             size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -183,11 +211,20 @@ RecvStatus Channel::receive(std::vector<Message>& out) {
                 std::memcpy(&raw, CMSG_DATA(cm) + k * sizeof(int), sizeof raw);
                 in_fds_.emplace_back(raw);
             }
+            received += count;
         }
         if (mh.msg_flags & MSG_CTRUNC) {
-            // The kernel closed the fds that did not fit: which message lost its fd is unknown.
-            log_event("error channel recvmsg: control data truncated, passed fds were lost");
-            return finish(RecvStatus::error);
+            // The kernel could not give us a passed fd and closed it: at our fd limit (EMFILE)
+            // it installs none and sets MSG_CTRUNC, and the bytes arrive all the same. Our peers
+            // attach one fd per message, and Linux returns the fds of at most one sendmsg() per
+            // recvmsg(), so exactly one message in these bytes lost its fd: an invalid entry
+            // stands in for it and the channel stays in step. Anything else (some fds of one
+            // message came, some not) is not a peer of ours: which fd is whose is unknown.
+            if (received > 0) {
+                log_event("error channel recvmsg: control data truncated after %zu fd(s)", received);
+                return finish(RecvStatus::error);
+            }
+            in_fds_.emplace_back();
         }
 
         if (n == 0) {
@@ -249,6 +286,7 @@ bool Channel::deliver_line(std::string_view line, std::vector<Message>& out) {
             return false;
         }
         m.fd = std::move(in_fds_.front());
+        m.fd_lost = !m.fd.valid();
         in_fds_.pop_front();
     }
     body->erase(kFdMark);

@@ -13,10 +13,15 @@
 //     master closes its copy (let the Fd go) so that the worker's death reads as end-of-file.
 //   - Channel owns its socket, and closes it when destroyed.
 //   - send(msg, fd) BORROWS fd: the caller still owns it and may close it as soon as send()
-//     returns. If the message has to wait in the output queue, the channel keeps its own
-//     duplicate until the kernel has taken a reference to it.
+//     returns. When nothing is queued, send() passes the caller's fd itself (the kernel takes
+//     its own reference), so no duplicate is needed even at the fd limit; only a message that
+//     has to wait in the output queue gets the channel's own duplicate.
 //   - receive() hands each received fd to the caller inside Message::fd (owned, CLOEXEC).
 //     Received fds that no message claims are closed by the channel.
+//   - At the receiver's fd limit (EMFILE) the kernel cannot install a passed fd: it closes it
+//     and says so with MSG_CTRUNC, but the message's bytes still arrive. The channel stays in
+//     step: that message comes out with no fd and Message::fd_lost set, and the sender, which
+//     still holds its own copy, can deal it elsewhere or close it.
 //   - In the worker, channel_from_env() returns the inherited channel end as an owned Fd.
 //   - spawn_worker() leaves only the channel end open across exec: everything else is CLOEXEC.
 #pragma once
@@ -39,13 +44,15 @@ constexpr const char* kChannelEnv = "CLUSTERLAB_CHANNEL_FD";
 constexpr std::size_t kMaxMessageBytes = 1 << 20;
 
 struct Message {
-    JsonObject body;  // what the sender passed to send(), without the "fd" mark
-    Fd fd;            // the fd that travelled with it, or invalid
+    JsonObject body;       // what the sender passed to send(), without the "fd" mark
+    Fd fd;                 // the fd that travelled with it, or invalid
+    bool fd_lost = false;  // it carried an fd, but this process was at its fd limit (EMFILE)
+                           // when it arrived: the kernel closed it (MSG_CTRUNC). fd is invalid.
 };
 
 // ok: messages (maybe none) were appended. closed: the peer is gone (end of file); every complete
 // message that arrived before it was appended first. error: the channel can no longer be trusted
-// (a syscall failed, fds were truncated or do not match their messages); messages appended before
+// (a syscall failed, fds do not match their messages); messages appended before
 // the error are still valid, and the caller should close the channel.
 // closed and error are sticky: later calls return the same status.
 enum class RecvStatus { ok, closed, error };
@@ -53,6 +60,9 @@ enum class RecvStatus { ok, closed, error };
 // socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Returns {master_end, worker_end}. A failure is
 // a set-up failure: die_errno("socketpair").
 std::pair<Fd, Fd> make_channel_pair();
+// The same without dying: false with errno set (EMFILE at the fd limit), nothing logged. For a
+// master that is already serving, a channel it cannot open is one worker fewer, not the end.
+bool open_channel_pair(Fd* master_end, Fd* worker_end);
 
 class Channel {
 public:
@@ -64,9 +74,12 @@ public:
     // Never blocks. Writes what the socket takes now and queues the rest of the message in the
     // output buffer (the fd is attached once, to the first bytes actually sent). Returns false
     // when the message cannot be delivered: the peer is gone (EPIPE/ECONNRESET, not logged: the
-    // caller decides what a gone peer means) or an error (logged). Once false, always false.
-    // Messages are sent in the order of the calls, queued or not.
+    // caller decides what a gone peer means) or an error (logged); then broken() is true, and
+    // every later send() is false too. Also false, with the channel intact, when the message had
+    // to be queued and its fd could not be duplicated (EMFILE, logged): that message only is not
+    // sent. Messages are sent in the order of the calls, queued or not.
     bool send(const JsonObject& msg, int fd_to_pass = -1);
+    bool broken() const { return send_broken_; }
 
     // True while the output buffer holds bytes: an event loop then waits for EPOLLOUT on fd()
     // and calls flush().
@@ -92,6 +105,7 @@ private:
         Fd fd;              // our duplicate of the fd to pass; reset once the kernel has it
     };
 
+    ssize_t send_some(Outgoing& o, int fd);
     bool take_lines(std::vector<Message>& out);
     bool deliver_line(std::string_view line, std::vector<Message>& out);
     RecvStatus finish(RecvStatus status);
@@ -100,7 +114,8 @@ private:
     std::deque<Outgoing> out_;
     bool send_broken_ = false;
     std::string in_;            // bytes received but not yet parsed: at most one partial line
-    std::deque<Fd> in_fds_;     // received fds waiting for the message that carries them
+    std::deque<Fd> in_fds_;     // received fds waiting for the message that carries them; an
+                                // invalid one stands for an fd the kernel could not give us
     RecvStatus recv_state_ = RecvStatus::ok;
 };
 

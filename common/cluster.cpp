@@ -31,7 +31,11 @@ void Cluster::set_program(std::string program, std::vector<std::string> argv) {
 Worker* Cluster::fork_worker(int slot) { return fork_worker(slot, {}); }
 
 Worker* Cluster::fork_worker(int slot, const std::vector<std::string>& env) {
-    auto [master_end, worker_end] = make_channel_pair();
+    Fd master_end, worker_end;
+    if (!open_channel_pair(&master_end, &worker_end)) {
+        log_errno("socketpair");
+        return nullptr;
+    }
     pid_t pid = spawn_worker(worker_end.get(), argv_, program_.c_str(), env);
     if (pid < 0) return nullptr;  // logged by spawn_worker
     // worker_end closes here in the master: from now on only the worker holds it.
@@ -50,6 +54,15 @@ Worker* Cluster::fork_worker(int slot, const std::vector<std::string>& env) {
     });
     log_event("fork worker=%d", pid);
     return raw;
+}
+
+void Cluster::fork_worker_retrying(int slot, long retry_ms, std::function<void(Worker&)> started) {
+    if (shutting_down_) return;
+    if (Worker* w = fork_worker(slot)) return started(*w);
+    log_event("retry fork slot=%d in_ms=%ld", slot, retry_ms);
+    loop_.add_timer(retry_ms, [this, slot, retry_ms, started = std::move(started)] {
+        fork_worker_retrying(slot, retry_ms, started);
+    });
 }
 
 bool Cluster::send(Worker& w, const JsonObject& message, int fd) {
@@ -171,6 +184,9 @@ void MasterLink::on_channel() {
     if (status == RecvStatus::ok) return;
     loop_.remove(channel_.fd());
     if (on_gone_) return on_gone_();
-    log_event("disconnect master gone, exiting");
+    // Say what happened: end of file is the master's death; an error (logged by the channel just
+    // before) is a channel we can no longer trust, with the master maybe still alive.
+    if (status == RecvStatus::closed) log_event("disconnect master gone, exiting");
+    else log_event("disconnect channel error, exiting");
     std::exit(0);
 }

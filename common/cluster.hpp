@@ -8,7 +8,8 @@
 //   [master P] disconnect worker=W    (its channel hit end of file: it is gone or going)
 //   [master P] exit worker=W code=C signal=S
 // Worker side (MasterLink): the channel as `process.send` / `process.on('message')`; end of file
-// means the master died, and the worker exits (no orphans).
+// means the master died, and the worker exits (no orphans). A message whose fd was lost at the
+// worker's fd limit is no reason to exit: it arrives with Message::fd_lost set (channel.hpp).
 //
 // Ownership: Cluster owns each worker's Channel (master end); the worker end is closed in the
 // master right after fork, so a worker's death reads as end of file. MasterLink owns the
@@ -23,6 +24,9 @@
 #include <string>
 #include <sys/types.h>
 #include <vector>
+
+// How long a master waits before it tries again to start a worker that could not be started.
+constexpr long kForkRetryMs = 1000;
 
 // A one-key message: msg("act", "online") is {"act":"online"}.
 JsonObject msg(std::string_view key, std::string_view value);
@@ -50,15 +54,23 @@ public:
     // After a worker has exited and been reaped and logged. The Worker is about to be erased.
     void on_exit(ExitFn fn) { on_exit_ = std::move(fn); }
 
-    // Forks a worker into `slot`. Returns it, or nullptr if fork failed (logged).
+    // Forks a worker into `slot`. Returns it, or nullptr if socketpair or fork failed (logged with
+    // the call and strerror: EMFILE at the fd limit, EAGAIN at the process limit). A per-worker
+    // failure: the caller keeps serving with the workers it has and tries again later.
     Worker* fork_worker(int slot);
     // The same, with `env` ("KEY=VALUE" each) added to the worker's environment (cluster.fork(env)).
     Worker* fork_worker(int slot, const std::vector<std::string>& env);
     // Node's setupPrimary({exec, args}): from now on workers run `program` with `argv` (argv[0]
     // included) instead of re-running this program (lab15 --exec).
     void set_program(std::string program, std::vector<std::string> argv);
+    // fork_worker(slot) now, and if it fails, again every `retry_ms` (logging each miss) until it
+    // succeeds or the cluster shuts down; `started` runs with the worker once it exists.
+    void fork_worker_retrying(int slot, long retry_ms, std::function<void(Worker&)> started);
     // Sends a message (and optionally an fd, borrowed) without blocking. False if it is gone.
     bool send(Worker& w, const JsonObject& message, int fd = -1);
+    // Reads and handles now whatever `w` has sent so far, as the loop would on its next turn:
+    // for a decision that must not be taken on stale news (has it answered yet?).
+    void read_messages(Worker& w) { if (w.channel) on_channel(w); }
 
     std::vector<Worker*> workers();
     size_t size() const { return workers_.size(); }

@@ -25,6 +25,19 @@ void stop_cluster_on_signals(EventLoop& loop, Cluster& cluster, long timeout_ms,
     loop.on_signal(SIGTERM, [stop] { stop("SIGTERM"); });
 }
 
+BurstLog::BurstLog(EventLoop& loop, std::string event, long window_ms)
+    : loop_(loop), event_(std::move(event)), window_ms_(window_ms) {}
+
+void BurstLog::add(std::size_t n) {
+    if (count_ == 0) {
+        loop_.add_timer(window_ms_, [this] {
+            log_event("%s count=%zu window_ms=%ld", event_.c_str(), count_, window_ms_);
+            count_ = 0;
+        });
+    }
+    count_ += n;
+}
+
 WorkerRuntime::WorkerRuntime(const ConnectionLimits& limits) : loop(), master(loop), http(loop, limits) {
     // The master decides when a worker stops: its SIGTERM ends the loop and run() returns 0.
     loop.on_signal(SIGTERM, [this] { loop.stop(); });

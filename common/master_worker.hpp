@@ -19,7 +19,9 @@
 #include "http.hpp"
 #include "http_server.hpp"
 
+#include <cstddef>
 #include <functional>
+#include <string>
 
 // --idle-timeout and --header-timeout: the per-connection limits of the contract (a test makes
 // them short to see a slow client cut off without waiting 10 s).
@@ -28,6 +30,23 @@ void add_connection_options(Cli& cli, ConnectionLimits& limits);
 // True in a process started by Cluster::fork_worker (CLUSTERLAB_CHANNEL_FD is set): Node's
 // cluster.isWorker. Call it before anything reads the environment.
 inline bool is_worker_process() { return MasterLink::is_worker(); }
+
+// One log line per burst of the same event instead of one per event: the first add() starts a
+// window of `window_ms`, and when it ends a single line says how many there were:
+// "<event> count=N window_ms=W". For events that come in floods (connections lost at the fd
+// limit), where a line each would bury the log and cost the very time that is short. It must
+// live as long as its loop (its timer refers to it).
+class BurstLog {
+public:
+    BurstLog(EventLoop& loop, std::string event, long window_ms = 1000);
+    void add(std::size_t n = 1);
+
+private:
+    EventLoop& loop_;
+    std::string event_;
+    long window_ms_;
+    std::size_t count_ = 0;
+};
 
 // The master: on SIGINT or SIGTERM, run `first` (if any: the workers are all still there), log
 // "shutdown", SIGTERM every worker (SIGKILL after `timeout_ms`), and once the last one is reaped

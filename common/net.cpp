@@ -49,9 +49,15 @@ Fd listen_tcp(const ListenOptions& opts, std::string* error) {
     int one = 1;
     // SO_REUSEADDR: restart a lab at once even while old connections sit in TIME_WAIT.
     if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return fail("setsockopt(SO_REUSEADDR)");
-    if (opts.reuseport && setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    // SO_REUSEPORT before bind: the kernel lets this socket join any group of sockets of the same
+    // user bound to the address. After bind (reuseport_owner): the bind itself was exclusive, and
+    // only sockets bound from now on may share the port with this one.
+    bool before = opts.reuseport && !opts.reuseport_owner;
+    if (before && setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         return fail("setsockopt(SO_REUSEPORT)");
     if (bind(fd.get(), found->ai_addr, found->ai_addrlen) < 0) return fail("bind");
+    if (opts.reuseport && opts.reuseport_owner && setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        return fail("setsockopt(SO_REUSEPORT)");
     if (!opts.bind_only && listen(fd.get(), opts.backlog) < 0) return fail("listen");
     return fd;
 }

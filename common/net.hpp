@@ -17,9 +17,13 @@ struct ListenOptions {
     bool reuseport = false;   // lab06's SO_REUSEPORT mode
     bool bind_only = false;   // bind without listen(): holds the port (lab06 reserves one for
                               // its SO_REUSEPORT workers) but takes no connection
+    bool reuseport_owner = false;  // with reuseport: bind WITHOUT SO_REUSEPORT, then set it. The
+                              // bind is then exclusive (EADDRINUSE if anyone holds the port, a
+                              // same-user SO_REUSEPORT group included); the option, set after,
+                              // lets our own SO_REUSEPORT sockets (lab06's workers) join later
 };
 
-// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen (unless bind_only). On failure returns an invalid Fd and
+// socket + SO_REUSEADDR (+ SO_REUSEPORT, before or after bind) + bind + listen (unless bind_only). On failure returns an invalid Fd and
 // sets *error to "bind 127.0.0.1:8000: Address already in use" (the call, the address, strerror).
 Fd listen_tcp(const ListenOptions& opts, std::string* error);
 // The same, but a failure is a set-up failure: log it and exit(1).

@@ -373,3 +373,76 @@ def check_crash_storm(lab, record, seconds=4.0, every=0.15, connections=8):
     print(f"\ncrash storm: {crashes} crashes, {report['requests']} GET / answered, "
           f"{report['errors']['total']} GET / failed, max latency {report['latency_ms']['max']} ms")
     return crashes, report
+
+
+# ---- labs 05–10: signals at any moment, resources running out ----------------------------------
+
+def check_signal_during_startup(name, tries=4, workers=8):
+    """SIGTERM or SIGINT to the master right after its first `fork` log line, while it is still
+    forking the others: every try exits 0 and leaves no process (the shutdown handling is in
+    place before the first fork). Returns the exit codes, for the failure message."""
+    import subprocess
+    import tempfile
+    from conftest import REPO, group_members, reap_orphans
+    codes = []
+    for i in range(tries):
+        sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
+        with tempfile.NamedTemporaryFile(prefix=f"{name}-startup-", suffix=".log") as log:
+            proc = subprocess.Popen([str(REPO / name), "--port", "0", "--workers", str(workers)],
+                                    stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            try:
+                # Poll tightly: the window between the first and the last fork is a few ms.
+                wait_until(lambda: b"] fork worker=" in open(log.name, "rb").read(), 10, interval=0.0005,
+                           what="the first fork line")
+                os.kill(proc.pid, sig)
+                try:
+                    codes.append(proc.wait(15))
+                except subprocess.TimeoutExpired:
+                    codes.append("hung")
+                left = wait_until(lambda: not group_members(proc.pid), 5, what="no process left",
+                                  fail=False)
+                text = open(log.name, errors="replace").read()
+            finally:
+                for pid in group_members(proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                reap_orphans()
+            assert codes[-1] == 0, f"try {i + 1} ({sig.name}): exit codes so far {codes}\n{text}"
+            assert left, f"try {i + 1} ({sig.name}): processes outlived the master\n{text}"
+    return codes
+
+
+def limit_fds(pid, soft):
+    """prlimit --pid PID --nofile=SOFT (the hard limit stays, so the soft one can be raised again);
+    returns the soft limit it replaced."""
+    import resource
+    old_soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    return old_soft
+
+
+def check_a_failed_restart_is_retried(lab):
+    """The issue's scenario: the master's fd limit is set to what it holds now, then a worker is
+    killed. Its replacement cannot be started (socketpair: EMFILE): the master logs the call and
+    strerror, keeps serving with the survivor, and tries again after a delay; once fds are
+    available again, the replacement starts."""
+    pids = wait_workers(lab)
+    victim, survivor = pids
+    old = limit_fds(lab.pid, fd_count(lab.pid))
+    try:
+        os.kill(victim, signal.SIGKILL)
+        lab.wait_log(r"\[master \d+\] error socketpair: Too many open files")
+        lab.wait_log(rf"\[master \d+\] restart worker={victim} failed retry_in_ms=\d+", count=2, timeout=10)
+        assert lab.alive(), "the master exited when it could not start a replacement"
+        for _ in range(4):
+            r = lab.get("/pid")
+            assert r.status == 200 and int(r.body) == survivor, r
+        assert restarts_of(lab, victim) == 0
+    finally:
+        limit_fds(lab.pid, old)
+    lab.wait_log(rf"restart worker={victim} replacement=\d+", timeout=10)
+    wait_workers(lab)
+    assert restarts_of(lab, victim) == 1

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO, connect, run_load, wait_until, zombies_of
 import contract
+import supervision
 
 LAB = "lab05"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -221,3 +222,9 @@ class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
     test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
     test_sigterm_exits_cleanly = None  # its own version is above
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
+    supervision.check_signal_during_startup(LAB)

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, get, run_load, wait_until, zombies_of
 import contract
+import supervision
 
 LAB = "lab06"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -177,6 +178,23 @@ def test_reuseport_mode_gives_each_worker_its_own_socket_and_reaches_them_all(st
 
 
 @pytest.mark.points(3)
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_instance_on_the_same_port_fails_with_eaddrinuse(start_lab, mode):
+    # SO_REUSEPORT groups any sockets of the same user, so in reuseport mode a second lab06 would
+    # join the first one's group and take a share of its connections; the master's exclusive bind
+    # refuses it like every other mode does.
+    first = herd(start_lab, mode, workers=2)
+    done = subprocess.run([str(REPO / LAB), "--port", str(first.port), "--workers", "2", "--mode", mode],
+                          capture_output=True, text=True, timeout=15)
+    assert done.returncode != 0, done.stderr
+    assert re.search(r"fatal bind 127\.0\.0\.1:%d: Address already in use" % first.port, done.stderr), done.stderr
+    assert "listening on" not in done.stdout
+    pids = {int(get(first.port, "/pid").body) for _ in range(8)}
+    assert pids <= set(worker_pids(first)), pids  # every connection still reaches the first instance
+
+
+@pytest.mark.points(3)
 @pytest.mark.timeout(60)
 def test_a_lock_holder_that_dies_does_not_stop_the_others(start_lab):
     lab = herd(start_lab, "mutex", workers=3)
@@ -298,3 +316,9 @@ class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
     test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
     test_sigterm_exits_cleanly = None  # its own version is above
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
+    supervision.check_signal_during_startup(LAB)

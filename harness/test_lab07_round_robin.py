@@ -2,9 +2,11 @@
 i = (i+1) mod n over the channel (SCM_RIGHTS); the worker confirms, the master closes its copy.
 A dead worker is skipped, and no connection is lost to it."""
 import os
+import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from conftest import REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until, zombies_of
 import contract
+import supervision
 
 LAB = "lab07"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -76,6 +79,7 @@ def read_all(sock):
 
 # --- the stage's idea: the master deals, in turn ---------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 def test_1000_connections_over_4_workers_give_250_each(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
@@ -85,6 +89,7 @@ def test_1000_connections_over_4_workers_give_250_each(start_lab):
     assert all(249 <= n <= 251 for n in report["per_pid"].values()), report["per_pid"]
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_consecutive_connections_go_to_consecutive_workers(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -116,6 +121,7 @@ def test_the_masters_memory_and_fds_stay_flat_under_load(lab):
 
 # --- a dead worker is skipped, and loses no connection -----------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
@@ -132,6 +138,7 @@ def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
     assert lab.children() == sorted(survivors)  # no restart in this stage
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
@@ -143,6 +150,10 @@ def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
     os.kill(victim, signal.SIGSTOP)
     socks = open_requests(lab.port, 12)
     try:
+        # Every connection has been dealt once all but the stopped worker's are being answered
+        # (a free list deals it one, and waits for its answer before it deals it another).
+        wait_until(lambda: len(select.select(socks, [], [], 0)[0]) >= len(socks) - 1, 5,
+                   what="the connections dealt to the running workers to be answered")
         os.kill(victim, signal.SIGKILL)
         responses = [read_all(s) for s in socks]
     finally:
@@ -154,6 +165,93 @@ def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
     assert int(redealt[0].group(1)) >= 1
 
 
+def timed_get(lab, path="/pid", timeout=5):
+    started = time.monotonic()
+    r = lab.get(path, timeout=timeout)
+    return r, time.monotonic() - started
+
+
+# --- a busy or stuck worker is skipped: Node's free list ----------------------------------------
+
+@pytest.mark.exercise
+@pytest.mark.points(4)
+@pytest.mark.timeout(60)
+def test_a_stopped_worker_is_skipped_and_its_connection_dealt_again(lab):
+    stopped, running = worker_pids(lab)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        answers = [timed_get(lab) for _ in range(10)]
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert all(r.status == 200 and int(r.body) == running for r, _ in answers), answers
+    # At most one connection was dealt to it (while it still looked free) and waited for the
+    # take-back; every later one skipped it at once.
+    slow = [round(t, 2) for _, t in answers if t > 0.5]
+    assert len(slow) <= 1, f"requests that waited for the stopped worker: {slow}"
+    if slow:
+        lab.wait_log(r"\[master \d+\] take-back worker=%d id=\d+" % stopped)
+    # Continued, it refuses what it finds late and is dealt connections again.
+    wait_until(lambda: {int(lab.get("/pid").body) for _ in range(4)} == {stopped, running}, 10,
+               what="the continued worker to serve again")
+
+
+@pytest.mark.exercise
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_a_worker_busy_computing_is_skipped_until_it_answers(lab):
+    busy = socket.create_connection(("127.0.0.1", lab.port), timeout=30)
+    busy.sendall(b"GET /compute?n=3000000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        time.sleep(0.2)  # let it start computing (nothing to wait for: the worker is silent meanwhile)
+        answers = [timed_get(lab) for _ in range(8)]
+    finally:
+        busy.close()
+    slow = [round(t, 2) for _, t in answers if t > 0.5]
+    assert all(r.status == 200 for r, _ in answers), answers
+    assert len(slow) <= 1, f"requests that waited for the busy worker: {slow}"
+
+
+@pytest.mark.exercise
+@pytest.mark.points(4)
+@pytest.mark.timeout(90)
+def test_at_its_fd_limit_a_worker_hands_back_what_it_cannot_receive(lab):
+    from supervision import limit_fds
+    workers = worker_pids(lab)
+    for pid in [lab.pid, *workers]:
+        limit_fds(pid, 64)  # prlimit --pid PID --nofile=64
+    results = []
+
+    def sleeper():
+        try:
+            with connect(lab.port, timeout=30) as s:
+                s.sendall(b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                results.append(read_all(s))
+        except OSError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=sleeper) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    answered = sum(1 for r in results if getattr(r, "status", None) == 200)
+    # Each worker holds ~50 connections at 64 fds: the rest were lost at its limit, handed back,
+    # and served once it had room. Nothing was dropped, nobody exited.
+    assert answered == 150, f"{answered} of 150 answered"
+    assert lab.alive() and lab.children() == sorted(workers)
+    lost = lab.events(r"\[worker \d+\] error channel: connection fds lost at our fd limit.* count=(\d+)")
+    assert lost and sum(int(m.group(1)) for m in lost) >= 1, "no worker reached its fd limit: the test tests nothing"
+    assert len(lost) <= 12, f"{len(lost)} lines: one per burst, not one per connection"
+    # A worker that handed one back rests a moment instead of being dealt the next at once.
+    assert sum(int(m.group(1)) for m in lost) < 2000, "a worker at its fd limit was dealt connection after connection"
+    lab.wait_log(r"\[master \d+\] queue full: .* count=\d+")
+    text = lab.log_text()
+    for wrong in ("master gone", "no workers left", "no worker left", "channel error"):
+        assert wrong not in text, f"the log says {wrong!r}"
+    assert lab.get("/").status == 200
+
+
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_kill_9_under_load_loses_nothing_after_the_death(start_lab):
@@ -240,3 +338,9 @@ class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
     test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
     test_sigterm_exits_cleanly = None  # its own version is above
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
+    supervision.check_signal_during_startup(LAB)

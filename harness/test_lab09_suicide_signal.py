@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, wait_until
 import contract
+import supervision
 from supervision import (
     FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
     check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
@@ -199,3 +200,16 @@ def test_a_worker_whose_master_dies_exits_too(lab):
 
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
+    supervision.check_signal_during_startup(LAB)
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(start_lab):
+    lab = start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
+    supervision.check_a_failed_restart_is_retried(lab)

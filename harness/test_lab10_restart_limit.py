@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, wait_until
 import contract
+import supervision
 from supervision import (
     FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
     check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
@@ -204,3 +205,33 @@ def test_a_worker_whose_master_dies_exits_too(lab):
 
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
+    supervision.check_signal_during_startup(LAB)
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(lab):
+    supervision.check_a_failed_restart_is_retried(lab)
+
+
+@pytest.mark.points(3)
+@pytest.mark.timeout(60)
+def test_tries_that_cannot_fork_count_toward_the_limit(start_lab):
+    lab = start_lab(LAB, "--workers", WORKERS, *FAST_TIMEOUTS, "--limit", "3", "--during", "60000")
+    victim, survivor = wait_workers(lab)
+    held = supervision.fd_count(lab.pid)
+    supervision.limit_fds(lab.pid, held)
+    os.kill(victim, signal.SIGKILL)
+    # The death asks for restart 1, and each retry for one more: the third within 60 s gives up.
+    (m,) = lab.wait_log(r"\[master \d+\] giveup restarts=(\d+) during_ms=60000", timeout=15)
+    assert int(m.group(1)) == 3
+    assert len(lab.events(rf"restart worker={victim} failed")) == 2, lab.log_text()
+    assert int(lab.get("/pid").body) == survivor
+    os.kill(survivor, signal.SIGKILL)
+    assert lab.wait_exit(10) == 1
+    assert lab.events(r"shutdown reason=giveup")

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -779,6 +780,97 @@ TEST_CASE("spawn_worker re-runs this program with only the channel inherited") {
     CHECK(fds.find("," + std::to_string(worker_number) + ",") != std::string::npos);
     std::vector<Message> more;
     CHECK(receive_some(ch, more, 1) == RecvStatus::closed);  // the worker exited
+}
+
+// --- at the fd limit (EMFILE) ---------------------------------------------------------------
+
+// Lowers the soft RLIMIT_NOFILE to the lowest free descriptor number, so that no descriptor can
+// be opened or received until it is restored (the destructor). Every number below is in use.
+struct NoMoreFds {
+    rlimit saved{};
+    NoMoreFds() {
+        getrlimit(RLIMIT_NOFILE, &saved);
+        int lowest_free = dup(0);
+        close(lowest_free);
+        rlimit tight = saved;
+        tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+        setrlimit(RLIMIT_NOFILE, &tight);
+    }
+    ~NoMoreFds() { setrlimit(RLIMIT_NOFILE, &saved); }
+};
+
+TEST_CASE("a message whose fd is lost at the receiver's fd limit arrives with fd_lost, and the channel stays in step") {
+    auto [a_end, b_end] = make_channel_pair();
+    Channel a(std::move(a_end)), b(std::move(b_end));
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0);
+    Fd pr(p[0]), pw(p[1]);
+    CHECK(a.send(msg("first", 1), pr.get()));
+    CHECK(a.send(msg("second", 2), pr.get()));
+    CHECK(a.send(msg("plain", 3)));
+    std::vector<Message> got;
+    RecvStatus st;
+    {
+        NoMoreFds full;
+        st = receive_some(b, got, 3);
+    }
+    // The kernel closed both fds (MSG_CTRUNC) but every byte arrived: three messages, in order.
+    CHECK(st == RecvStatus::ok);
+    CHECK_EQ(got.size(), size_t{3});
+    if (got.size() == 3) {
+        CHECK_EQ(got[0].body.get_int("seq"), std::int64_t{1});
+        CHECK(got[0].fd_lost && !got[0].fd);
+        CHECK(got[1].fd_lost && !got[1].fd);
+        CHECK(!got[2].fd_lost && !got[2].fd);
+        CHECK_EQ(got[2].body.get_string("act"), std::string("plain"));
+    }
+    // With room again, the next fd arrives with its own message, not with a lost one's.
+    CHECK(a.send(msg("third", 4), pw.get()));
+    std::vector<Message> more;
+    CHECK(receive_some(b, more, 1) == RecvStatus::ok);
+    CHECK_EQ(more.size(), size_t{1});
+    if (more.size() == 1) {
+        CHECK_EQ(more[0].body.get_int("seq"), std::int64_t{4});
+        CHECK(more[0].fd && !more[0].fd_lost);
+        struct stat got_st{}, want_st{};
+        fstat(more[0].fd.get(), &got_st);
+        fstat(pw.get(), &want_st);
+        CHECK(got_st.st_ino == want_st.st_ino);
+    }
+}
+
+TEST_CASE("at the sender's fd limit, send() passes the caller's fd itself instead of failing to duplicate it") {
+    auto [a_end, b_end] = make_channel_pair();
+    Channel a(std::move(a_end)), b(std::move(b_end));
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0);
+    Fd pr(p[0]), pw(p[1]);
+    bool sent;
+    {
+        NoMoreFds full;
+        sent = a.send(msg("conn", 1), pr.get());  // nothing queued: no dup needed
+    }
+    CHECK(sent);
+    CHECK(!a.broken());
+    std::vector<Message> got;
+    CHECK(receive_some(b, got, 1) == RecvStatus::ok);
+    CHECK(got.size() == 1 && got[0].fd);
+}
+
+TEST_CASE("open_channel_pair fails with EMFILE at the fd limit instead of dying") {
+    Fd m, w;
+    bool opened;
+    int error;
+    {
+        NoMoreFds full;
+        opened = open_channel_pair(&m, &w);
+        error = errno;
+    }
+    CHECK(!opened);
+    CHECK_EQ(error, EMFILE);
+    CHECK(!m && !w);
+    CHECK(open_channel_pair(&m, &w));
+    CHECK(m && w);
 }
 
 TEST_MAIN("channel")

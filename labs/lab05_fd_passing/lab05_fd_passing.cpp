@@ -113,17 +113,19 @@ int run_master(const Options& opts, char** argv) {
         loop.stop();
     });
 
-    for (size_t i = 0; i < wanted; ++i) {
-        Worker* w = cluster.fork_worker(static_cast<int>(i));
-        if (!w) die("could not start worker %zu", i);
-        send_listener(cluster, *w, listener.get());
-    }
+    // Before the first fork: a SIGINT/SIGTERM from now on, even in the middle of start-up, is a
+    // clean shutdown (exit 0, every worker reaped) instead of the default death by the signal.
+    stop_cluster_on_signals(loop, cluster);
+
+    // A worker that cannot be started (out of fds or processes) is tried again a second later.
+    for (size_t i = 0; i < wanted; ++i)
+        cluster.fork_worker_retrying(static_cast<int>(i), kForkRetryMs,
+                                     [&](Worker& w) { send_listener(cluster, w, listener.get()); });
     if (opts.master_accepts) {
         // "handled by parent": the master competes for connections on the same socket.
         int fd = listener.get();
         if (!loop.add(fd, EPOLLIN, [&http, fd](uint32_t) { http.accept_all(fd); })) die_errno("epoll_ctl(listener)");
     }
-    stop_cluster_on_signals(loop, cluster);
     loop.run();
     return exit_code;
 }

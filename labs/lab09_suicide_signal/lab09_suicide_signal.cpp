@@ -145,23 +145,30 @@ int run_worker(const Options& opts) {
 // nobody is refused.
 struct Master {
     const Options& opts;
+    EventLoop& loop;
     Cluster& cluster;
     Fd listener;
     bool ready = false;
 };
 
-// cluster.fork() followed by worker.send('server', server): the new worker gets the socket.
-Worker* start_worker(Master& m, int slot) {
-    Worker* w = m.cluster.fork_worker(slot);
-    if (w) m.cluster.send(*w, msg("cmd", "server"), m.listener.get());
-    return w;
-}
+// worker.send('server', server) after cluster.fork(): the new worker gets the socket.
+void send_listener(Master& m, Worker& w) { m.cluster.send(w, msg("cmd", "server"), m.listener.get()); }
 
 // A worker is going or gone: fork its replacement into the same slot, so the number of
 // serving workers stays what --workers asked for.
-void restart(Master& m, const Worker& old) {
-    Worker* w = start_worker(m, old.slot);
-    log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+void restart(Master& m, pid_t old, int slot) {
+    Worker* w = m.cluster.fork_worker(slot);
+    if (!w) {
+        // socketpair or fork failed (logged: out of fds or processes). Not the end of the
+        // cluster: the others keep serving, and we try again a little later.
+        log_event("restart worker=%d failed retry_in_ms=%ld", old, kForkRetryMs);
+        m.loop.add_timer(kForkRetryMs, [&m, old, slot] {
+            if (!m.cluster.shutting_down()) restart(m, old, slot);
+        });
+        return;
+    }
+    send_listener(m, *w);
+    log_event("restart worker=%d replacement=%d", old, w->pid);
 }
 
 // Only a worker that died without a word (SIGKILL, the OOM killer, a segfault) is replaced on
@@ -169,7 +176,7 @@ void restart(Master& m, const Worker& old) {
 void on_worker_exit(Master& m, const Worker& w) {
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
     if (w.suicide) return;
-    restart(m, w);
+    restart(m, w.pid, w.slot);
 }
 
 // Cluster has logged online/listening already. The ready line waits for every initial worker.
@@ -182,7 +189,7 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     } else if (act == "suicide" && !w.suicide) {
         w.suicide = true;
         log_event("suicide worker=%d", w.pid);
-        if (!m.cluster.shutting_down()) restart(m, w);
+        if (!m.cluster.shutting_down()) restart(m, w.pid, w.slot);
     }
 }
 
@@ -193,7 +200,7 @@ int run_master(const Options& opts, char** argv) {
     lo.host = opts.server.host;
     lo.port = opts.server.port;
     lo.nonblocking = true;  // shared with every worker: their loops must never block in accept
-    Master m{.opts = opts, .cluster = cluster, .listener = listen_or_die(lo)};
+    Master m{.opts = opts, .loop = loop, .cluster = cluster, .listener = listen_or_die(lo)};
     int port = local_port(m.listener.get());
 
     cluster.on_message([&m, port](Worker& w, Message& message) { on_worker_message(m, w, message, port); });
@@ -202,7 +209,8 @@ int run_master(const Options& opts, char** argv) {
     // drains and exits; a worker still busy after --shutdown-timeout gets SIGKILL; we exit 0.
     stop_cluster_on_signals(loop, cluster, opts.shutdown_timeout_ms);
 
-    for (int slot = 0; slot < opts.server.workers; ++slot) start_worker(m, slot);
+    for (int slot = 0; slot < opts.server.workers; ++slot)
+        cluster.fork_worker_retrying(slot, kForkRetryMs, [&m](Worker& w) { send_listener(m, w); });
     loop.run();
     log_event("shutdown complete code=0");
     return 0;

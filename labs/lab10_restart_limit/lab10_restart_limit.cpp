@@ -139,21 +139,20 @@ struct Master {
     int exit_code = 0;
 };
 
-// cluster.fork() followed by worker.send('server', server): the new worker gets the socket.
-Worker* start_worker(Master& m, int slot) {
-    Worker* w = m.cluster.fork_worker(slot);
-    if (w) m.cluster.send(*w, msg("cmd", "server"), m.listener.get());
-    return w;
-}
+// worker.send('server', server) after cluster.fork(): the new worker gets the socket.
+void send_listener(Master& m, Worker& w) { m.cluster.send(w, msg("cmd", "server"), m.listener.get()); }
+
+void stop_if_nothing_left(Master& m);
 
 // A worker is going or gone: fork its replacement into the same slot, so the number of
 // serving workers stays what --workers asked for — unless it has been happening too often.
-void restart(Master& m, const Worker& old) {
+void restart(Master& m, pid_t old, int slot) {
     if (m.gave_up) return;
     // BEGIN SOLUTION: give up (log giveup, fork no more) when --limit restarts fall within --during ms
     // A worker that dies again and again is a bug, not bad luck: restarting it forever only
-    // burns CPU and fills the log. Count this restart in the window; if it makes --limit
-    // within --during ms, give up. The workers still alive keep serving.
+    // burns CPU and fills the log. Count this restart in the window (a try that could not
+    // fork counts too); if it makes --limit within --during ms, give up. The workers still
+    // alive keep serving.
     if (!m.window.allow(monotonic_ms())) {
         m.gave_up = true;
         log_event("giveup restarts=%zu during_ms=%lld workers=%zu", m.window.total(), m.window.during_ms(),
@@ -163,22 +162,37 @@ void restart(Master& m, const Worker& old) {
     // STUB:
     // // no limit: every death is replaced, and a crash loop never ends
     // END SOLUTION
-    Worker* w = start_worker(m, old.slot);
-    log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+    Worker* w = m.cluster.fork_worker(slot);
+    if (!w) {
+        // socketpair or fork failed (logged: out of fds or processes). Not the end of the
+        // cluster: the others keep serving, and we try again a little later.
+        log_event("restart worker=%d failed retry_in_ms=%ld", old, kForkRetryMs);
+        m.loop.add_timer(kForkRetryMs, [&m, old, slot] {
+            if (m.cluster.shutting_down()) return;
+            restart(m, old, slot);
+            stop_if_nothing_left(m);  // that try may have been the one that gave up
+        });
+        return;
+    }
+    send_listener(m, *w);
+    log_event("restart worker=%d replacement=%d", old, w->pid);
+}
+
+// After a giveup, the master lives as long as some worker serves, then exits 1: nothing is left
+// to supervise, and whoever supervises the master (systemd, a shell loop) should know.
+void stop_if_nothing_left(Master& m) {
+    if (!m.gave_up || m.cluster.size() > 0) return;
+    log_event("shutdown reason=giveup workers=0");
+    m.exit_code = 1;
+    m.loop.stop();
 }
 
 // Only a worker that died without a word (SIGKILL, the OOM killer, a segfault) is replaced on
 // exit; one that sent a suicide was replaced then, and is never replaced twice.
-// After a giveup, the master lives as long as some worker serves, then exits 1: nothing is left
-// to supervise, and whoever supervises the master (systemd, a shell loop) should know.
 void on_worker_exit(Master& m, const Worker& w) {
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
-    if (!w.suicide) restart(m, w);
-    if (m.gave_up && m.cluster.size() == 0) {
-        log_event("shutdown reason=giveup workers=0");
-        m.exit_code = 1;
-        m.loop.stop();
-    }
+    if (!w.suicide) restart(m, w.pid, w.slot);
+    stop_if_nothing_left(m);
 }
 
 // Cluster has logged online/listening already. The ready line waits for every initial worker.
@@ -191,7 +205,7 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     } else if (act == "suicide" && !w.suicide) {
         w.suicide = true;
         log_event("suicide worker=%d", w.pid);
-        if (!m.cluster.shutting_down()) restart(m, w);
+        if (!m.cluster.shutting_down()) restart(m, w.pid, w.slot);
     }
 }
 
@@ -212,7 +226,8 @@ int run_master(const Options& opts, char** argv) {
     // drains and exits; a worker still busy after --shutdown-timeout gets SIGKILL; we exit 0.
     stop_cluster_on_signals(loop, cluster, opts.shutdown_timeout_ms);
 
-    for (int slot = 0; slot < opts.server.workers; ++slot) start_worker(m, slot);
+    for (int slot = 0; slot < opts.server.workers; ++slot)
+        cluster.fork_worker_retrying(slot, kForkRetryMs, [&m](Worker& w) { send_listener(m, w); });
     loop.run();
     log_event("shutdown complete code=%d", m.exit_code);
     return m.exit_code;
