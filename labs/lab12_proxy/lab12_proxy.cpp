@@ -371,13 +371,22 @@ Io pump(Master& m, Relay& r, Direction& d) {
 
 bool connect_next(Master& m, Relay& r);
 
+// The client loses: its connection closes before (or in the middle of) an answer. Said in the
+// log, because this is the one thing the relay exists to avoid.
+void cut_client(Master& m, Relay& r, const char* why, int error) {
+    log_event("error client cut worker=%d reason=\"%s\" error=\"%s\" attempts=%d", r.worker, why, std::strerror(error),
+              r.attempts);
+    close_relay(m, r);
+}
+
 // Before any byte reached the client, a worker that refused, reset or vanished costs the client
 // nothing: the same bytes go to the next worker. After that, the relay cannot undo what the
 // client has seen, and the connection is closed.
 void upstream_failed(Master& m, Relay& r, int error, bool count_it) {
     if (count_it) note_failure(m, r.worker, r.worker_port, error);
     bool can_retry = !r.replied() && r.replayable && r.attempts < static_cast<int>(m.cluster.size());
-    if (!can_retry || !connect_next(m, r)) return close_relay(m, r);
+    if (!can_retry) return cut_client(m, r, r.replied() ? "answer cut" : "no retry left", error);
+    if (!connect_next(m, r)) return cut_client(m, r, "no worker left to try", error);
 }
 
 // The worker reset the connection, or closed it without a word after being asked something.
@@ -387,7 +396,7 @@ void upstream_failed(Master& m, Relay& r, int error, bool count_it) {
 // channel does (the kernel closes its fds in order), so a worker that still looks alive is
 // looked at again 100 ms later, with both sides of the relay on hold.
 void upstream_lost(Master& m, Relay& r, int error) {
-    if (r.replied()) return close_relay(m, r);
+    if (r.replied()) return cut_client(m, r, "answer cut", error);
     if (worker_gone(m, r.worker)) return upstream_failed(m, r, error, true);
     m.loop.remove(r.upstream.get());
     r.upstream.reset();
@@ -401,8 +410,11 @@ void upstream_lost(Master& m, Relay& r, int error) {
         if (it == m.relays.end()) return;
         Relay& late = *it->second;
         late.awaiting_verdict = false;
-        if (!worker_gone(m, late.worker)) return close_relay(m, late);
-        upstream_failed(m, late, error, true);
+        if (worker_gone(m, late.worker)) return upstream_failed(m, late, error, true);
+        // Alive, and it closed on purpose: its idle timeout for a client that never spoke (a
+        // normal end), or a request it would not answer (/crash).
+        if (late.replay.empty()) return close_relay(m, late);
+        cut_client(m, late, "closed by a live worker", error);
     });
 }
 
@@ -454,8 +466,9 @@ void on_upstream(Master& m, Relay& r, uint32_t events) {
         Io io = wants_read(r.down) ? pump(m, r, r.down) : Io::source_failed;
         int error = io == Io::source_failed ? errno : ECONNRESET;
         if (io == Io::sink_failed) return close_relay(m, r);  // the client is gone
-        // Reset, or closed without a word after being asked something.
-        bool silent_eof = r.down.eof && !r.replied() && !r.replay.empty();
+        // Reset, or closed without a word: a worker that died with our connection, before it
+        // had our request or before it answered.
+        bool silent_eof = r.down.eof && !r.replied();
         if (io == Io::source_failed || silent_eof) return upstream_lost(m, r, error);
         if (r.replied() && !r.replay.empty()) r.replay = std::string();  // no retry from now on
     }
@@ -565,7 +578,9 @@ std::string nginx_conf(Master& m) {
     return format(
         "# nginx in front of lab12's workers (pid %d), instead of its master.\n"
         "# The ports are the ones the kernel gave these workers: a restarted worker gets another.\n"
-        "# Run: nginx -p \"$PWD/nginx-tmp\" -e stderr -c \"$PWD/lab12-nginx.conf\" (mkdir nginx-tmp first)\n"
+        "# Save it: ./lab12 --print-nginx-conf | tail -n +2 > lab12-nginx.conf (the first line is the ready line)\n"
+        "# Run it:  mkdir -p nginx-tmp && nginx -p \"$PWD/nginx-tmp/\" -e stderr -c \"$PWD/lab12-nginx.conf\"\n"
+        "# nginx listens on the port after lab12's; change `listen` if that one is taken.\n"
         "daemon off;\n"
         "worker_processes 1;\n"
         "pid nginx.pid;\n"
@@ -619,11 +634,12 @@ void on_worker_message(Master& m, Worker& w, const Message& message) {
     if (m.ready || m.cluster.listening_count() < static_cast<size_t>(m.opts.server.workers)) return;
     m.ready = true;
     if (!m.loop.add(m.listener.get(), EPOLLIN, [&m](uint32_t) { accept_and_relay(m); })) die_errno("epoll_ctl(listener)");
-    if (m.opts.print_nginx_conf) {
+    print_ready("lab12", m.opts.server.host, m.port);
+    if (m.opts.print_nginx_conf) {  // after the ready line, which stays the first line of stdout
         std::string conf = nginx_conf(m);
         std::fwrite(conf.data(), 1, conf.size(), stdout);
+        std::fflush(stdout);
     }
-    print_ready("lab12", m.opts.server.host, m.port);
 }
 
 int run_master(const Options& opts, char** argv) {
