@@ -249,9 +249,9 @@ void upstream_lost(Master& m, Relay& r, int error);
 // A direction reads its source only when it holds nothing: what it read last has been written.
 // Otherwise a client that never reads would make the master read the worker's whole answer
 // into memory (64 MiB for /bytes?n=67108864, times every such client).
-bool wants_read(const Direction& d) { return !d.eof && d.waiting() == 0; }
+bool wants_read(const Relay&, const Direction& d) { return !d.eof && d.waiting() == 0; }
 // STUB:
-// bool wants_read(const Direction& d) { return !d.eof; }  // read whatever comes: memory grows with a slow reader
+// bool wants_read(const Relay&, const Direction& d) { return !d.eof; }  // read whatever comes: memory grows with a slow reader
 // END SOLUTION
 
 // epoll_ctl only when the interest changes: in the steady state (both sides keeping up) a
@@ -278,12 +278,12 @@ void watch(Master& m, Relay& r, int fd, uint32_t& current, uint32_t want) {
 
 void update_interest(Master& m, Relay& r) {
     if (r.awaiting_verdict) return watch(m, r, r.client.get(), r.client_events, 0);
-    uint32_t c = (wants_read(r.up) ? uint32_t{EPOLLIN} : 0u) | (r.down.waiting() ? uint32_t{EPOLLOUT} : 0u);
+    uint32_t c = (wants_read(r, r.up) ? uint32_t{EPOLLIN} : 0u) | (r.down.waiting() ? uint32_t{EPOLLOUT} : 0u);
     watch(m, r, r.client.get(), r.client_events, c);
     // EPOLLOUT while connecting (it says when the handshake is over) or while the client's
     // bytes wait to be written; EPOLLIN while the worker's answer is wanted.
     uint32_t u = r.connecting ? uint32_t{EPOLLOUT}
-                              : (wants_read(r.down) ? uint32_t{EPOLLIN} : 0u) | (r.up.waiting() ? uint32_t{EPOLLOUT} : 0u);
+                              : (wants_read(r, r.down) ? uint32_t{EPOLLIN} : 0u) | (r.up.waiting() ? uint32_t{EPOLLOUT} : 0u);
     if (r.upstream) watch(m, r, r.upstream.get(), r.upstream_events, u);
 }
 
@@ -442,7 +442,7 @@ void on_client(Master& m, Relay& r, uint32_t events) {
     if (events & EPOLLOUT && flush(r.down) != Io::ok) return close_relay(m, r);  // the client is gone
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         // Not reading (its bytes wait for the worker) yet told of a reset: nothing to save.
-        if (!wants_read(r.up)) return close_relay(m, r);
+        if (!wants_read(r, r.up)) return close_relay(m, r);
         Io io = pump(m, r, r.up);
         if (io == Io::source_failed) return close_relay(m, r);
         if (io == Io::sink_failed) return upstream_lost(m, r, errno);
@@ -463,7 +463,7 @@ void on_upstream(Master& m, Relay& r, uint32_t events) {
     if (events & EPOLLOUT && flush(r.up) != Io::ok) return upstream_lost(m, r, errno);
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         errno = ECONNRESET;  // what a report of EPOLLERR/EPOLLHUP while we are not reading means
-        Io io = wants_read(r.down) ? pump(m, r, r.down) : Io::source_failed;
+        Io io = wants_read(r, r.down) ? pump(m, r, r.down) : Io::source_failed;
         int error = io == Io::source_failed ? errno : ECONNRESET;
         if (io == Io::sink_failed) return close_relay(m, r);  // the client is gone
         // Reset, or closed without a word: a worker that died with our connection, before it
