@@ -135,7 +135,7 @@ constexpr size_t kChunk = 64 * 1024;  // one read (or one splice) at most: the b
 
 struct Direction {
     int from = -1, to = -1;  // borrowed from the Relay
-    std::string held;        // copy: bytes read from `from` that `to` has not taken yet
+    std::string held;        // copy: bytes read from `from` that `to` has not taken yet (< 2 chunks)
     size_t held_off = 0;
     Fd pipe_read, pipe_write;  // splice: the pipe in between, made on first use
     size_t in_pipe = 0;        // bytes in it
@@ -143,7 +143,9 @@ struct Direction {
     bool eof = false;          // `from` sent its FIN
     bool shut = false;         // and we passed it on: shutdown(to, SHUT_WR)
 
-    size_t waiting() const { return held.size() - held_off + in_pipe; }
+    // Bytes read and not yet written. A pipe that holds anything counts as full: its capacity
+    // is counted in slots, not bytes, so how much more it would take is unknown.
+    size_t waiting() const { return held.size() - held_off + (in_pipe ? kChunk : 0); }
     bool finished() const { return eof && waiting() == 0; }
 };
 
@@ -245,11 +247,13 @@ void on_upstream(Master& m, Relay& r, uint32_t events);
 void update_interest(Master& m, Relay& r);
 void upstream_lost(Master& m, Relay& r, int error);
 
-// BEGIN SOLUTION: back-pressure: read a side only while the bytes it sent last have all been taken by the other side
-// A direction reads its source only when it holds nothing: what it read last has been written.
-// Otherwise a client that never reads would make the master read the worker's whole answer
-// into memory (64 MiB for /bytes?n=67108864, times every such client).
-bool wants_read(const Relay&, const Direction& d) { return !d.eof && d.waiting() == 0; }
+// BEGIN SOLUTION: back-pressure: read a side only while less than one chunk of what it sent waits for the other side
+// A direction reads its source only while it holds less than one chunk that the other side has
+// not taken. Otherwise a client that never reads would make the master read the worker's whole
+// answer into memory (64 MiB for /bytes?n=67108864, times every such client). (Less than a
+// chunk, not nothing: a request that arrives while the connect to the worker is still in
+// progress is held without the client leaving the epoll set and coming back.)
+bool wants_read(const Relay&, const Direction& d) { return !d.eof && d.waiting() < kChunk; }
 // STUB:
 // bool wants_read(const Relay&, const Direction& d) { return !d.eof; }  // read whatever comes: memory grows with a slow reader
 // END SOLUTION
@@ -397,6 +401,7 @@ void upstream_failed(Master& m, Relay& r, int error, bool count_it) {
 // looked at again 100 ms later, with both sides of the relay on hold.
 void upstream_lost(Master& m, Relay& r, int error) {
     if (r.replied()) return cut_client(m, r, "answer cut", error);
+    if (r.up.eof && r.replay.empty()) return close_relay(m, r);  // the client left without asking
     if (worker_gone(m, r.worker)) return upstream_failed(m, r, error, true);
     m.loop.remove(r.upstream.get());
     r.upstream.reset();
@@ -452,10 +457,13 @@ void on_client(Master& m, Relay& r, uint32_t events) {
 
 void on_upstream(Master& m, Relay& r, uint32_t events) {
     if (r.connecting) {
-        int error = 0;
-        socklen_t len = sizeof error;
-        if (getsockopt(r.upstream.get(), SOL_SOCKET, SO_ERROR, &error, &len) < 0) error = errno;
-        if (error) return upstream_failed(m, r, error, true);  // refused: this worker stopped listening
+        // EPOLLOUT alone: the handshake is done. With EPOLLERR or EPOLLHUP it failed; ask why.
+        if (events & (EPOLLERR | EPOLLHUP)) {
+            int error = ECONNREFUSED;
+            socklen_t len = sizeof error;
+            getsockopt(r.upstream.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+            return upstream_failed(m, r, error ? error : ECONNREFUSED, true);  // refused: it stopped listening
+        }
         if (!(events & EPOLLOUT)) return;
         r.connecting = false;
         r.up.to = r.upstream.get();
