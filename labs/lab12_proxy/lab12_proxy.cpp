@@ -123,10 +123,11 @@ struct Upstream {
 
 // ---- the master: one relayed connection ------------------------------------------------------
 //
-// Two sockets, two directions. Each direction moves bytes from one socket to the other and holds
-// at most one read's worth that the other side has not taken yet: while it holds any, it stops
-// reading its source (back-pressure), so a client that never reads stops the worker's bytes at
-// the worker, in the kernel's socket buffers, not in the master's memory.
+// Two sockets, two directions. Each direction moves bytes from one socket to the other; what the
+// other side has not taken yet is held, and while a chunk's worth is held the direction stops
+// reading its source (back-pressure, wants_read). So a client that never reads stops the
+// worker's bytes in the kernel's socket buffers, not in the master's memory: at most two chunks
+// per direction, whatever the size of the answer.
 //
 // Ownership: a Relay owns both sockets and its pipes; Master::relays owns every Relay. The loop
 // holds the two fds only while the Relay lives (close_relay removes them first).
