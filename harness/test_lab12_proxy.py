@@ -685,3 +685,12 @@ def test_print_nginx_conf_puts_nginx_in_front_of_the_same_workers(start_lab, sta
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab: every byte of
     it passes through the master's relay."""
+
+
+class TestContractSplice(contract.ContractTests):
+    """The same contract with --relay splice: every answer after the first request's passes
+    through a pipe instead of the master's buffer."""
+
+    @pytest.fixture
+    def lab(self, start_lab):
+        return start_lab(LAB, "--workers", "2", "--relay", "splice", *FAST_TIMEOUTS)
