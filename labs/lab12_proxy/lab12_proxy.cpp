@@ -587,7 +587,7 @@ std::string nginx_conf(Master& m) {
     return format(
         "# nginx in front of lab12's workers (pid %d), instead of its master.\n"
         "# The ports are the ones the kernel gave these workers: a restarted worker gets another.\n"
-        "# Save it: ./lab12 --print-nginx-conf | tail -n +2 > lab12-nginx.conf (the first line is the ready line)\n"
+        "# Save it: ./lab12 --print-nginx-conf | sed -u 1d > lab12-nginx.conf (the first line is the ready line)\n"
         "# Run it:  mkdir -p nginx-tmp && nginx -p \"$PWD/nginx-tmp/\" -e stderr -c \"$PWD/lab12-nginx.conf\"\n"
         "# nginx listens on the port after lab12's; change `listen` if that one is taken.\n"
         "daemon off;\n"
