@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 
@@ -110,12 +111,16 @@ uint64_t long_computation(long long n) {
 }
 
 std::string bytes_body(long long n) {
+    // Written digit by digit rather than with snprintf per line: this route exists to measure
+    // relays and back-pressure, so producing the bytes must cost far less than moving them.
     std::string body(static_cast<size_t>(n), '\n');
-    char line[24];
+    static const char hex[] = "0123456789abcdef";
+    char line[16];
+    line[15] = '\n';
     for (long long off = 0; off < n; off += 16) {
-        std::snprintf(line, sizeof line, "%015llx", off);
-        body.replace(static_cast<size_t>(off), static_cast<size_t>(std::min<long long>(15, n - off)), line,
-                     static_cast<size_t>(std::min<long long>(15, n - off)));
+        unsigned long long v = static_cast<unsigned long long>(off);
+        for (int i = 14; i >= 0; --i, v >>= 4) line[i] = hex[v & 15];
+        std::memcpy(body.data() + off, line, static_cast<size_t>(std::min<long long>(16, n - off)));
     }
     return body;
 }

@@ -104,4 +104,13 @@ TEST_CASE("a route a lab adds: served for GET and HEAD, never over the contract'
     CHECK_EQ(route(make("GET", "/configs")).status, 404);
 }
 
+TEST_CASE("bytes_body: 16-byte lines that name their offset, cut at n") {
+    CHECK_EQ(bytes_body(0), std::string());
+    CHECK_EQ(bytes_body(16), std::string("000000000000000\n"));
+    CHECK_EQ(bytes_body(37), std::string("000000000000000\n000000000000010\n00000"));
+    std::string big = bytes_body(0x123456 + 16);
+    CHECK_EQ(big.size(), size_t{0x123456 + 16});
+    CHECK_EQ(big.substr(0x123450, 16), std::string("000000000123450\n"));
+}
+
 TEST_MAIN("router")
