@@ -84,7 +84,7 @@ diff:
 	@/usr/bin/env python3 tools/labdiff.py $(A) $(B)
 
 grade: all
-	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR))
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR)) $(if $(STUDENT),--student $(STUDENT)) $(if $(EXERCISE_ONLY),--exercise-only)
 
 exercise:
 	@/usr/bin/env python3 tools/exercise.py --lab $(LAB) --dest $(DEST)
@@ -102,7 +102,7 @@ help:
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
 	@echo "  make compare         every stage under the same workloads: notes/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\")"
 	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
-	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"
+	@echo "  make grade [LAB=lab07] [STUDENT=copy] [EXERCISE_ONLY=1]   points per test, Exercise: N/M and Score: N/M per lab"
 	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"
 	@echo "  make clean           remove build outputs"
 

@@ -76,6 +76,7 @@ def read_all(sock):
 
 # --- the stage's idea: the master deals, in turn ---------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 def test_1000_connections_over_4_workers_give_250_each(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
@@ -85,6 +86,7 @@ def test_1000_connections_over_4_workers_give_250_each(start_lab):
     assert all(249 <= n <= 251 for n in report["per_pid"].values()), report["per_pid"]
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_consecutive_connections_go_to_consecutive_workers(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -116,6 +118,7 @@ def test_the_masters_memory_and_fds_stay_flat_under_load(lab):
 
 # --- a dead worker is skipped, and loses no connection -----------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
@@ -132,6 +135,7 @@ def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
     assert lab.children() == sorted(survivors)  # no restart in this stage
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):

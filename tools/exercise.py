@@ -104,6 +104,22 @@ def stub_out(text, path="<text>"):
     return "\n".join(out), regions
 
 
+def fill_regions(text, filling, path="<text>"):
+    """The text with each BEGIN SOLUTION .. END SOLUTION region (both lines included) replaced
+    by `filling`: what a student wrote in place of the stub (harness/partial/labNN.part)."""
+    stub_out(text, path)  # refuses a malformed region
+    out, inside = [], False
+    for line in text.split("\n"):
+        if not inside and BEGIN.match(line):
+            inside = True
+            out.extend(filling.rstrip("\n").split("\n"))
+        elif inside:
+            inside = not END.match(line)
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def lab_regions(lab):
     """{path: (stubbed text, [Region])} for the lab's files that have regions."""
     found = {}
