@@ -207,6 +207,11 @@ def test_every_lab_with_a_region_makes_a_copy_whose_tests_collect(tmp_path):
         source = "\n".join(p.read_text() for p in (dest / "labs" / lab.name).iterdir())
         assert "BEGIN SOLUTION" not in source and "END SOLUTION" not in source
         assert source.count("// TODO(exercise):") == sum(len(r) for _, r in exercise.lab_regions(lab).values())
+        # Every relative link in the copy's markdown has its target in the copy.
+        for md in [dest / "README.md", dest / "EXERCISE.md", *(dest / "notes").glob("*.md")]:
+            for target in re.findall(r"\]\(([^)\s#]+)[^)]*\)", md.read_text()):
+                if not re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                    assert (md.parent / target).exists(), f"{lab.short}: {md.name} links {target}, not in the copy"
         # The copy's tests import what they need (lab09's import lab08's checks).
         collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                                     *[f.name for f in lab.test_files()]], cwd=dest / "harness",

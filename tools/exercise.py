@@ -35,7 +35,7 @@ END = re.compile(r"^\s*//\s*END SOLUTION\s*$")
 COMMENTED = re.compile(r"^(\s*)// ?(.*)$")
 
 # What goes into the student's copy besides the lab itself. Build outputs and VCS data never do.
-TOP_LEVEL = ["Makefile", "README.md", ".gitignore", "common", "tools"]
+TOP_LEVEL = ["Makefile", "README.md", "CONTRACT.md", ".gitignore", "common", "tools"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.o", "*.d")
 
 
@@ -201,6 +201,23 @@ def harness_modules(files, harness):
     return [p for p in seen if p.name.startswith("test_")]
 
 
+LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def prune_links(text, where, root):
+    """The markdown text with every relative link that has no target under root unlinked (its
+    text kept) and every such image dropped: a copy holds one lab's notes, not all of them."""
+    def keep_or_unlink(m):
+        bang, label, target = m.groups()
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^#", target):  # a URL or an anchor
+            return m.group(0)
+        if (where / target.split("#")[0]).resolve().exists() and \
+                root.resolve() in (where / target.split("#")[0]).resolve().parents:
+            return m.group(0)
+        return "" if bang else label
+    return LINK.sub(keep_or_unlink, text)
+
+
 def write_copy(lab, dest, regions_by_file):
     root = lab.root
     dest.mkdir(parents=True, exist_ok=True)
@@ -226,6 +243,14 @@ def write_copy(lab, dest, regions_by_file):
         if note and note.exists():
             shutil.copy2(note, dest / "notes" / note.name)
     (dest / "EXERCISE.md").write_text(exercise_md(lab, regions_by_file))
+    # The README and the notes link the whole repo's notes and results: keep only what is here.
+    for md in [dest / "README.md", *sorted((dest / "notes").glob("*.md"))]:
+        if md.exists():
+            text = prune_links(md.read_text(), md.parent, dest)
+            if md.name == "README.md":
+                text = (f"> A student copy of **{lab.name}** made by `make exercise`: start with "
+                        f"[EXERCISE.md](EXERCISE.md). It holds this lab, its tests and its notes only.\n\n") + text
+            md.write_text(text)
 
 
 def main(argv=None):
