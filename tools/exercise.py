@@ -161,10 +161,11 @@ def exercise_md(lab, regions_by_file):
     width = max(len(build), len(grade)) + 4
     lines += ["", "## How to check", "", "```",
               f"{build:<{width}}# build it, see its flags",
-              f"{grade:<{width}}# the graded tests: points per test, Score: N/M",
+              f"{grade:<{width}}# points per test, Exercise: N/M and Score: N/M",
               "```", "",
               f"`make grade` builds the lab, runs `harness/test_{lab.short}_*.py` and prints the points each "
-              "test is worth and whether it passed; it exits 0 only at full marks. A failing test prints "
+              "test is worth and whether it passed. The tests that grade this exercise come first "
+              "(`Exercise: N/M`); it exits 0 when they all pass. A failing test prints "
               "what it expected and the lab's event log. Read the test file: each test's name says "
               "what it proves. The header comment of the lab file (quoted above) says what to run "
               "and what to watch with curl, ps and strace.", ""]
