@@ -139,7 +139,7 @@ timeline:
 	@/usr/bin/env python3 tools/timeline.py --lab $(LAB) $(if $(OUT),--out $(OUT)) $(if $(SPAN),--span $(SPAN))
 
 grade: all
-	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR))
+	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/grade.py $(if $(LAB),--lab $(LAB)) $(if $(DIR),--dir $(DIR)) $(if $(STUDENT),--student $(STUDENT)) $(if $(EXERCISE_ONLY),--exercise-only)
 
 exercise:
 	@/usr/bin/env python3 tools/exercise.py --lab $(LAB) --dest $(DEST)
@@ -159,7 +159,7 @@ help:
 	@echo "  make compare SAVE=1  a full run that replaces the committed notes/results.md + .svg"
 	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
 	@echo "  make timeline LAB=lab09      a scripted scenario under load, drawn: build/timeline/lab09.svg (OUT=file.svg)"
-	@echo "  make grade [LAB=lab07] [DIR=student-copy]   points per test and Score: N/M per lab"
+	@echo "  make grade [LAB=lab07] [STUDENT=copy] [EXERCISE_ONLY=1]   points per test, Exercise: N/M and Score: N/M per lab"
 	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"
 	@echo "  make fuzz            libFuzzer targets for the HTTP parser, JSON and the channel (clang; FUZZ_SECONDS=60 each)"
 	@echo "  make clean           remove build outputs"

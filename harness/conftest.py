@@ -36,7 +36,8 @@ ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): fail the test if it runs longer")
     config.addinivalue_line("markers", "points(n): what the test is worth in `make grade`")
-    config.addinivalue_line("markers", "exercise: grades the lab's exercise (`make grade` reports Exercise: N/M)")
+    config.addinivalue_line("markers", "exercise: the test grades the lab's exercise (`make grade` prints "
+                                       "Exercise: N/M from these, and its exit status follows them)")
 
 
 class TestTimeout(Exception):

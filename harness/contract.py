@@ -1,4 +1,4 @@
-"""The contract every lab shares (../shared/DESIGN.md), as reusable checks.
+"""The contract every lab shares (CONTRACT.md), as reusable checks.
 
 Each lab's test file calls these with its own lab, so `pytest harness/test_lab05_fd_passing.py -v`
 reads as that lab's spec. A check asserts what a user of curl, ab and siege would observe.

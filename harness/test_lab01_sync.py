@@ -27,6 +27,7 @@ def timed_get(port, path, started, results, i):
     results[i] = (time.monotonic() - started, parse_responses(data)[0].status)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_four_concurrent_sleepers_are_served_one_after_another(lab):
@@ -45,6 +46,7 @@ def test_four_concurrent_sleepers_are_served_one_after_another(lab):
         assert 0.2 * k - 0.02 <= latency <= 0.2 * k + 0.25, latencies
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_throughput_is_one_over_n_whatever_the_concurrency(lab):
@@ -52,6 +54,22 @@ def test_throughput_is_one_over_n_whatever_the_concurrency(lab):
     report = run_load(lab.url + "/sleep?ms=100", connections=4, requests=12)
     assert report["errors"]["total"] == 0
     assert 8.0 <= report["rps"] <= 10.5, report  # the model: 1/N = 10 req/s
+
+
+@pytest.mark.exercise
+@pytest.mark.points(3)
+@pytest.mark.timeout(30)
+def test_an_idle_keepalive_client_holds_the_server_until_the_idle_timeout(lab):
+    # One client keeps its connection open and says nothing: served "to the end" means until
+    # --idle-timeout (200 ms here) closes it. Only then is the next client accepted.
+    with connect(lab.port) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert contract.read_one_response(idle).status == 200
+        started = time.monotonic()
+        r = lab.get("/")
+        waited = time.monotonic() - started
+    assert r.status == 200
+    assert 0.15 <= waited <= 1.5, f"the next client waited {waited:.2f} s (--idle-timeout 200)"
 
 
 @pytest.mark.points(3)

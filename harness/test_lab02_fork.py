@@ -55,6 +55,7 @@ def worker_pids(lab):
 
 # --- the stage's idea: M copies, M/N ---------------------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_the_master_forks_m_workers_and_ps_shows_m_plus_one_processes(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -68,6 +69,7 @@ def test_the_master_forks_m_workers_and_ps_shows_m_plus_one_processes(start_lab)
     assert len({m.group(2) for m in listening}) == 1
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_m_workers_serve_m_sleepers_at_once_and_the_rest_queue(lab):
@@ -82,6 +84,7 @@ def test_m_workers_serve_m_sleepers_at_once_and_the_rest_queue(lab):
     assert first_two[0][2] != first_two[1][2], results
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_throughput_is_m_over_n(lab):
@@ -104,6 +107,7 @@ def test_every_worker_takes_its_share_of_connections(start_lab):
 
 # --- a crashed worker is gone for good ---------------------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_crash_kills_exactly_one_worker_and_the_others_keep_serving(start_lab):

@@ -104,6 +104,7 @@ def blocked_signals(pid, tid):
 
 # --- the stage's idea: threads, c/N or min(c, N)/N -----------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_per_connection_serves_every_sleeper_at_once(per_connection):
@@ -113,6 +114,7 @@ def test_per_connection_serves_every_sleeper_at_once(per_connection):
     assert all(0.28 <= r[0] <= 0.7 for r in results), results
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(30)
 def test_per_connection_throughput_is_c_over_n(per_connection):
@@ -144,6 +146,7 @@ def test_pool_throughput_is_min_c_n_over_n(start_lab):
     assert 16.0 <= report["rps"] <= 21.0, report
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(30)
 def test_one_process_whose_thread_count_follows_the_model(start_lab):
@@ -163,6 +166,23 @@ def test_one_process_whose_thread_count_follows_the_model(start_lab):
         sleepers.join()
     # A detached thread ends with its connection and frees itself.
     wait_until(lambda: tasks(lab.pid) == [lab.pid], 5, what="the per-connection threads to exit")
+
+
+@pytest.mark.exercise
+@pytest.mark.points(3)
+@pytest.mark.timeout(30)
+def test_per_connection_threads_leave_sigint_and_sigterm_to_the_main_thread(per_connection):
+    # Were a connection's thread to take SIGTERM, the main thread would sleep on in accept().
+    lab = per_connection
+    sleepers = threading.Thread(target=concurrent_gets, args=(lab.port, "/sleep?ms=1000", 3))
+    sleepers.start()
+    try:
+        wait_until(lambda: len(tasks(lab.pid)) == 4, 5, what="3 connection threads")
+        for tid in tasks(lab.pid):
+            expected = set() if tid == lab.pid else {signal.SIGINT, signal.SIGTERM}
+            assert blocked_signals(lab.pid, tid) == expected, f"thread {tid}"
+    finally:
+        sleepers.join()
 
 
 @pytest.mark.points(3)

@@ -153,6 +153,7 @@ def test_one_compute_blocks_every_other_client(lab):
     assert sleep_seconds >= 0.3, f"a 10 ms sleep took only {sleep_seconds:.3f} s behind a {compute_seconds:.2f} s compute"
 
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(60)
 def test_offload_keeps_the_loop_responsive_during_a_compute(offload_lab):
@@ -174,6 +175,7 @@ def test_offload_keeps_the_loop_responsive_during_a_compute(offload_lab):
     assert compute_seconds > sleep_seconds
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_offloaded_answer_is_the_computation(offload_lab):
     n = 200_000
@@ -183,6 +185,7 @@ def test_offloaded_answer_is_the_computation(offload_lab):
     assert offload_lab.events(r"offload child=\d+ n=200000")
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_offload_children_are_reaped_no_zombie(offload_lab):
@@ -203,6 +206,7 @@ def test_offload_children_are_reaped_no_zombie(offload_lab):
     assert all(proc_stat(pid) is None for pid in forked)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(30)
 def test_offload_child_closes_the_connections_it_inherited(offload_lab):
@@ -227,6 +231,7 @@ def test_offload_child_closes_the_connections_it_inherited(offload_lab):
     assert lab.wait_exit(10) == 0
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(30)
 def test_sigterm_with_offload_children_exits_0_and_kills_them(offload_lab):
@@ -243,6 +248,7 @@ def test_sigterm_with_offload_children_exits_0_and_kills_them(offload_lab):
     lab.wait_log(rf"exit child={child} code=none signal=SIGKILL")
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(30)
 def test_a_dead_compute_child_gets_its_client_a_500(offload_lab):

@@ -62,6 +62,7 @@ def crash_one(lab):
 
 # --- the stage's idea: one socket, opened by the master, served by workers --------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 def test_workers_accept_on_the_one_socket_the_master_opened_and_sent(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -81,6 +82,7 @@ def test_workers_accept_on_the_one_socket_the_master_opened_and_sent(start_lab):
     assert set(int(p) for p in report["per_pid"]) <= set(workers), report["per_pid"]
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 def test_the_ready_line_comes_when_every_worker_is_listening(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
@@ -116,6 +118,7 @@ def test_only_the_channel_survives_exec_every_other_fd_is_cloexec(lab):
     assert len(socket_inodes(lab.pid) & unix) == 2
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 def test_with_master_accepts_the_master_and_the_workers_both_serve(start_lab):
     lab = start_lab(LAB, "--workers", "2", "--master-accepts", *FAST_TIMEOUTS)

@@ -152,6 +152,7 @@ def test_exclusive_mode_wakes_one_but_favours_one_worker_at_low_load(start_lab):
     assert busiest >= 0.6 * CONNECTIONS, show(d)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_mutex_mode_only_the_lock_holder_is_woken(start_lab):
@@ -177,6 +178,7 @@ def test_reuseport_mode_gives_each_worker_its_own_socket_and_reaches_them_all(st
         assert not woken_for_nothing(w, 10), show(d)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", MODES)

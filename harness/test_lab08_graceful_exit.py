@@ -26,6 +26,7 @@ def lab(start_lab):
 
 # ---- this lab ------------------------------------------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(40)
 def test_a_crashing_worker_answers_what_is_in_flight_with_connection_close_then_exits_1(lab):
@@ -38,6 +39,7 @@ def test_the_master_replaces_a_worker_on_exit_whatever_the_cause(lab):
     check_every_exit_is_replaced_once(lab)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(40)
 def test_replacement_is_forked_only_after_the_drain(lab):
@@ -69,6 +71,7 @@ def test_when_every_worker_drains_new_requests_wait_for_the_drain_and_none_fails
     assert worst <= drain_left + 3.0
 
 
+@pytest.mark.exercise
 @pytest.mark.points(2)
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -37,6 +37,7 @@ def log_index(lab, pattern):
 
 # ---- this lab ------------------------------------------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(40)
 def test_the_replacement_is_forked_on_suicide_and_serves_while_the_old_worker_drains(lab):
@@ -75,6 +76,7 @@ def test_a_worker_killed_without_a_word_is_replaced_on_exit(lab):
     wait_workers(lab)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(40)
 def test_a_worker_that_sent_suicide_is_never_replaced_twice(lab):
@@ -103,6 +105,7 @@ def test_every_exit_is_replaced_exactly_once(lab):
     check_every_exit_is_replaced_once(lab)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(40)
 def test_past_the_kill_timeout_the_worker_cuts_what_is_left_and_exits_1(start_lab):

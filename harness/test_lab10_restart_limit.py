@@ -36,6 +36,7 @@ def giveups(lab):
 
 # ---- this lab ------------------------------------------------------------------------------
 
+@pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(40)
 def test_the_limit_th_restart_within_during_is_refused_with_giveup(start_lab):
@@ -63,6 +64,7 @@ def test_the_limit_th_restart_within_during_is_refused_with_giveup(start_lab):
     assert lab.alive()
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(40)
 def test_after_giveup_the_master_exits_1_when_its_last_worker_is_gone(start_lab):
@@ -82,6 +84,7 @@ def test_after_giveup_the_master_exits_1_when_its_last_worker_is_gone(start_lab)
     assert len(lab.events(r"restart worker=")) == 1
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(40)
 def test_exits_without_a_suicide_count_toward_the_limit_too(start_lab):
@@ -99,6 +102,7 @@ def test_exits_without_a_suicide_count_toward_the_limit_too(start_lab):
     contract.check_sigterm(lab)
 
 
+@pytest.mark.exercise
 @pytest.mark.points(4)
 @pytest.mark.timeout(40)
 def test_restarts_spread_wider_than_during_never_give_up(start_lab):

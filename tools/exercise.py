@@ -35,7 +35,7 @@ END = re.compile(r"^\s*//\s*END SOLUTION\s*$")
 COMMENTED = re.compile(r"^(\s*)// ?(.*)$")
 
 # What goes into the student's copy besides the lab itself. Build outputs and VCS data never do.
-TOP_LEVEL = ["Makefile", "README.md", ".gitignore", "common", "tools"]
+TOP_LEVEL = ["Makefile", "README.md", "CONTRACT.md", ".gitignore", "common", "tools"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.o", "*.d")
 
 
@@ -104,6 +104,22 @@ def stub_out(text, path="<text>"):
     return "\n".join(out), regions
 
 
+def fill_regions(text, filling, path="<text>"):
+    """The text with each BEGIN SOLUTION .. END SOLUTION region (both lines included) replaced
+    by `filling`: what a student wrote in place of the stub (harness/partial/labNN.part)."""
+    stub_out(text, path)  # refuses a malformed region
+    out, inside = [], False
+    for line in text.split("\n"):
+        if not inside and BEGIN.match(line):
+            inside = True
+            out.extend(filling.rstrip("\n").split("\n"))
+        elif inside:
+            inside = not END.match(line)
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def lab_regions(lab):
     """{path: (stubbed text, [Region])} for the lab's files that have regions."""
     found = {}
@@ -145,10 +161,11 @@ def exercise_md(lab, regions_by_file):
     width = max(len(build), len(grade)) + 4
     lines += ["", "## How to check", "", "```",
               f"{build:<{width}}# build it, see its flags",
-              f"{grade:<{width}}# the graded tests: points per test, Score: N/M",
+              f"{grade:<{width}}# points per test, Exercise: N/M and Score: N/M",
               "```", "",
               f"`make grade` builds the lab, runs `harness/test_{lab.short}_*.py` and prints the points each "
-              "test is worth and whether it passed; it exits 0 only at full marks. A failing test prints "
+              "test is worth and whether it passed. The tests that grade this exercise come first "
+              "(`Exercise: N/M`); it exits 0 when they all pass. A failing test prints "
               "what it expected and the lab's event log. Read the test file: each test's name says "
               "what it proves. The header comment of the lab file (quoted above) says what to run "
               "and what to watch with curl, ps and strace.", ""]
@@ -185,6 +202,23 @@ def harness_modules(files, harness):
     return [p for p in seen if p.name.startswith("test_")]
 
 
+LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def prune_links(text, where, root):
+    """The markdown text with every relative link that has no target under root unlinked (its
+    text kept) and every such image dropped: a copy holds one lab's notes, not all of them."""
+    def keep_or_unlink(m):
+        bang, label, target = m.groups()
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^#", target):  # a URL or an anchor
+            return m.group(0)
+        if (where / target.split("#")[0]).resolve().exists() and \
+                root.resolve() in (where / target.split("#")[0]).resolve().parents:
+            return m.group(0)
+        return "" if bang else label
+    return LINK.sub(keep_or_unlink, text)
+
+
 def write_copy(lab, dest, regions_by_file):
     root = lab.root
     dest.mkdir(parents=True, exist_ok=True)
@@ -210,6 +244,14 @@ def write_copy(lab, dest, regions_by_file):
         if note and note.exists():
             shutil.copy2(note, dest / "notes" / note.name)
     (dest / "EXERCISE.md").write_text(exercise_md(lab, regions_by_file))
+    # The README and the notes link the whole repo's notes and results: keep only what is here.
+    for md in [dest / "README.md", *sorted((dest / "notes").glob("*.md"))]:
+        if md.exists():
+            text = prune_links(md.read_text(), md.parent, dest)
+            if md.name == "README.md":
+                text = (f"> A student copy of **{lab.name}** made by `make exercise`: start with "
+                        f"[EXERCISE.md](EXERCISE.md). It holds this lab, its tests and its notes only.\n\n") + text
+            md.write_text(text)
 
 
 def main(argv=None):

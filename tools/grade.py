@@ -3,18 +3,32 @@
 
     python3 tools/grade.py                        every lab that has a harness/test_labNN_*.py
     python3 tools/grade.py --lab lab07            one lab
-    python3 tools/grade.py --lab lab07 --dir ../student-copy    a student's copy (built and tested there)
+    python3 tools/grade.py --lab lab07 --student ~/alice     trusted: only Alice's lab file, with this
+                                                             tree's harness/ and common/
+    python3 tools/grade.py --lab lab07 --dir ../student-copy    a copy, built and tested with its OWN
+                                                                harness/ and common/ (the student can edit them)
+    python3 tools/grade.py --lab lab07 --exercise-only           only the tests that grade the exercise
     python3 tools/grade.py --lab lab01 -k "routes or four_concurrent"   some tests only
 
 Each test is worth the points in its @pytest.mark.points(N) (1 without the marker) and earns them
-only if it passes, teardown included (a lab that leaves a process behind loses the test). Prints
-pytest's own report (the failures, with the lab's log), then points per test and `Score: N/M` per
-lab. Exit status: 0 at full marks, 1 below, 2 when there is nothing to grade.
+only if it passes, teardown included (a lab that leaves a process behind loses the test). The
+tests marked @pytest.mark.exercise grade the lab's exercise: they are listed first and counted on
+their own. Prints pytest's own report (the failures, with the lab's log), then points per test,
+`Exercise: N/M labNN` and `Score: N/M labNN` per lab.
+
+Exit status: 0 when every graded lab has full marks on its exercise tests (a lab without any
+exercise test: on all its tests), 1 below, 2 when there is nothing to grade.
+
+--student (make grade LAB=lab07 STUDENT=path) is for teachers: it copies this tree's Makefile,
+common/, harness/ and tools/ (and its build outputs, so only the lab is compiled) into a temporary
+directory, puts the student's labs/labNN_*/ source files in, builds and grades there, and removes
+the directory. Whatever the student changed in harness/ or common/ plays no part.
 Needs a Python with pytest (make grade finds one); the plugin is tools/grade_plugin.py.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +46,7 @@ def python_with_pytest():
     return None
 
 
-def run_pytest(python, root, files, keyword, quiet, collect_only=False):
+def run_pytest(python, root, files, keyword, quiet, collect_only=False, exercise_only=False):
     """Runs pytest in root/harness with the grading plugin; returns {nodeid: result}."""
     with tempfile.NamedTemporaryFile(prefix="grade-", suffix=".json", delete=False) as f:
         out_json = f.name
@@ -44,6 +58,8 @@ def run_pytest(python, root, files, keyword, quiet, collect_only=False):
         argv.append("--collect-only")
     if keyword:
         argv += ["-k", keyword]
+    if exercise_only:
+        argv += ["-m", "exercise"]
     argv += [str(p.relative_to(root / "harness")) for p in files]
     sys.stdout.flush()
     done = subprocess.run(argv, cwd=root / "harness", env=env,
@@ -67,34 +83,107 @@ def run_pytest(python, root, files, keyword, quiet, collect_only=False):
 MARK = {"passed": "PASS", "skipped": "SKIP", "not run": "----"}
 
 
+def row(r, width):
+    earned = r["points"] if r["outcome"] == "passed" else 0
+    mark = MARK.get(r["outcome"], "FAIL")
+    line = f"  {earned:>2}/{r['points']:<2} {mark}  {r['name']:<{width}}  {r['seconds']:5.1f} s"
+    if r["outcome"] not in ("passed",) and (r["message"] or r["outcome"].startswith("failed at")):
+        why = r["message"] or ""
+        if r["outcome"].startswith("failed at"):
+            why = f"({r['outcome']}) {why}"
+        line += f"\n         {why.strip()[:160]}"
+    return line
+
+
+def tally(rows):
+    return (sum(r["points"] for r in rows if r["outcome"] == "passed"), sum(r["points"] for r in rows))
+
+
 def report(lab, results, note=""):
-    got = sum(r["points"] for r in results.values() if r["outcome"] == "passed")
-    total = sum(r["points"] for r in results.values())
+    """Prints the lab's rows, `Exercise: N/M labNN` and `Score: N/M labNN`; returns
+    ((got, total), (exercise got, exercise total))."""
+    rows = list(results.values())
+    exercise = [r for r in rows if r.get("exercise")]
+    rest = [r for r in rows if not r.get("exercise")]
     print(f"\n{lab.short}: {lab.stage() or lab.title()}")
     if note:
         print(f"  {note}")
-    width = max((len(r["name"]) for r in results.values()), default=10)
-    for r in results.values():
-        earned = r["points"] if r["outcome"] == "passed" else 0
-        mark = MARK.get(r["outcome"], "FAIL")
-        line = f"  {earned:>2}/{r['points']:<2} {mark}  {r['name']:<{width}}  {r['seconds']:5.1f} s"
-        if r["outcome"] not in ("passed",) and (r["message"] or r["outcome"].startswith("failed at")):
-            why = r["message"] or ""
-            if r["outcome"].startswith("failed at"):
-                why = f"({r['outcome']}) {why}"
-            line += f"\n         {why.strip()[:160]}"
-        print(line)
+    width = max((len(r["name"]) for r in rows), default=10)
+    if exercise:
+        print("  the exercise (tests marked @pytest.mark.exercise):")
+        for r in exercise:
+            print(row(r, width))
+        if rest:
+            print("  the rest of the stage:")
+    for r in rest:
+        print(row(r, width))
+    got, total = tally(rows)
+    ex_got, ex_total = tally(exercise)
+    print(f"Exercise: {ex_got}/{ex_total} {lab.short}" if exercise else f"Exercise: none marked {lab.short}")
     print(f"Score: {got}/{total} {lab.short}")
-    return got, total
+    return (got, total), (ex_got, ex_total)
+
+
+# --- trusted mode: the student's lab file, the teacher's harness --------------------------
+TEACHER_FILES = ["Makefile", "common", "harness", "tools"]
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+SOURCE_SUFFIXES = (".cpp", ".hpp", ".h")
+
+
+def student_lab_dir(student, lab):
+    """The student's labs/labNN_*/ directory for this lab (any name after labNN_)."""
+    for d in sorted((student / "labs").glob(f"{lab.short}_*")):
+        if d.is_dir():
+            return d
+    return None
+
+
+def trusted_tree(student, labs, teacher=labinfo.REPO):
+    """A temporary copy of the teacher's tree with the student's lab sources in labs/.
+    The teacher's build outputs for common/ and the load client come along with their times,
+    so make compiles only the lab."""
+    work = Path(tempfile.mkdtemp(prefix="grade-trusted-"))
+    for name in TEACHER_FILES:
+        src = teacher / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=IGNORE)
+        elif src.exists():
+            shutil.copy2(src, work / name)
+    build = teacher / "build"
+    for part in ("common", "harness"):
+        if (build / part).is_dir():
+            shutil.copytree(build / part, work / "build" / part, ignore=shutil.ignore_patterns("unit"))
+    for name in ("build/libcommon.a", "loadgen"):
+        if (teacher / name).exists():
+            shutil.copy2(teacher / name, work / name)
+    missing = []
+    for lab in labs:
+        src = student_lab_dir(student, lab)
+        files = [p for p in sorted(src.iterdir()) if p.is_file() and p.suffix in SOURCE_SUFFIXES] if src else []
+        if not files:
+            missing.append(lab.short)
+            continue
+        dest = work / "labs" / lab.name
+        dest.mkdir(parents=True)
+        for p in files:
+            # The teacher's name for the directory and the main file, whatever the copy calls them.
+            name = p.name.replace(src.name, lab.name, 1) if p.name.startswith(src.name) else p.name
+            shutil.copyfile(p, dest / name)
+    return work, missing
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Run the harness and count points per test and per lab.")
     ap.add_argument("--lab", help="one lab (lab07, lab07_round_robin or 7); default: every lab with tests")
-    ap.add_argument("--dir", help="grade a copy of the repo there (make exercise writes one)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--student", metavar="DIR",
+                       help="trusted mode: grade only DIR/labs/labNN_*/ with this tree's harness and common/")
+    where.add_argument("--dir", help="grade a copy of the repo there with its own harness (make exercise writes one)")
+    ap.add_argument("--exercise-only", action="store_true", help="run only the tests marked @pytest.mark.exercise")
     ap.add_argument("-k", dest="keyword", help="only the tests matching this pytest -k expression")
     ap.add_argument("-q", "--quiet", action="store_true", help="hide pytest's report, print only the points")
     ap.add_argument("--no-build", action="store_true", help="do not run make first")
+    ap.add_argument("--keep", action="store_true", help="trusted mode: keep the temporary tree and say where")
     args = ap.parse_args(argv)
 
     root = Path(args.dir).resolve() if args.dir else labinfo.REPO
@@ -106,6 +195,31 @@ def main(argv=None):
     except labinfo.LabError as e:
         print(f"grade: {e}", file=sys.stderr)
         return 2
+    work = None
+    if args.student:
+        student = Path(args.student).expanduser().resolve()
+        if not (student / "labs").is_dir():
+            print(f"grade: {student} has no labs/ directory: give the root of the student's copy", file=sys.stderr)
+            return 2
+        if not args.lab:  # every lab the student's copy has
+            labs = [lab for lab in labs if student_lab_dir(student, lab)]
+        work, missing = trusted_tree(student, labs)
+        if missing:
+            print(f"grade: {student}/labs has no source file for {' '.join(missing)}", file=sys.stderr)
+            shutil.rmtree(work, ignore_errors=True)
+            return 2
+        root = work
+        labs = [labinfo.resolve(lab.short, root) for lab in labs]
+    try:
+        return grade_labs(args, root, labs, source=Path(args.student).resolve() if args.student else root)
+    finally:
+        if work and args.keep:
+            print(f"(kept the trusted tree: {work})")
+        elif work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def grade_labs(args, root, labs, source):
     graded = [(lab, lab.test_files()) for lab in labs]
     graded = [(lab, files) for lab, files in graded if files]
     if not graded:
@@ -117,9 +231,13 @@ def main(argv=None):
         print("grade: needs a Python with pytest: sudo apt-get install -y python3-pytest", file=sys.stderr)
         return 2
 
-    scores, notes = [], []
+    scores, passed = [], []
     for lab, files in graded:
-        print(f"=== grading {lab.short} in {root}", flush=True)
+        if source != root:
+            print(f"=== grading {lab.short} from {source} (trusted: its labs/{lab.short}_*/ sources, "
+                  "with this tree's harness and common/)", flush=True)
+        else:
+            print(f"=== grading {lab.short} in {root}", flush=True)
         note = ""
         built = True
         if not args.no_build:
@@ -129,24 +247,23 @@ def main(argv=None):
                 print(e)
                 built = False
                 note = f"the build failed (make {lab.short}): no test was run"
-        if built:
-            results, code = run_pytest(python, root, files, args.keyword, args.quiet)
-        else:
-            results, code = run_pytest(python, root, files, args.keyword, True, collect_only=True)
+        results, code = run_pytest(python, root, files, args.keyword, args.quiet or not built,
+                                   collect_only=not built, exercise_only=args.exercise_only)
         if not results:
             note = note or ("pytest could not collect the tests (the error is above)" if code not in (0, 5)
                             else "no test was selected")
         elif code in (2, 3, 4):
             note = note or "pytest was interrupted or failed to collect some tests (see above): not every test ran"
-        scores.append(report(lab, results, note))
-        notes.append(note)
+        (got, total), (ex_got, ex_total) = report(lab, results, note)
+        scores.append((got, total, ex_got, ex_total))
+        # The exit status follows the exercise part; a lab with no exercise test, all its tests.
+        full = (ex_got == ex_total) if ex_total else (total and got == total)
+        passed.append(bool(full) and not note)
 
-    got = sum(g for g, _ in scores)
-    total = sum(t for _, t in scores)
     if len(scores) > 1:
-        print(f"\nTotal: {got}/{total} over {len(scores)} labs")
-    incomplete = any(n for n in notes)
-    return 0 if total and got == total and not incomplete else 1
+        print(f"\nTotal: {sum(s[0] for s in scores)}/{sum(s[1] for s in scores)} over {len(scores)} labs; "
+              f"exercises: {sum(s[2] for s in scores)}/{sum(s[3] for s in scores)}")
+    return 0 if all(passed) else 1
 
 
 if __name__ == "__main__":

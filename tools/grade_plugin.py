@@ -1,7 +1,10 @@
 """pytest plugin for `make grade` (tools/grade.py loads it with -p grade_plugin).
 
 Records, for every selected test, its points (@pytest.mark.points(N); a test without the marker
-is worth 1) and its outcome, and writes them as JSON to $CLUSTERLAB_GRADE_JSON at the end.
+is worth 1), whether it grades the lab's exercise (@pytest.mark.exercise) and its outcome, and
+writes them as JSON to $CLUSTERLAB_GRADE_JSON at the end. Each row is named by its node id
+without the file (`TestContract::test_20000_requests_without_an_error`, `test_x[SIGTERM]`), so
+two tests of the same name in one file still get a row each.
 A test earns its points only if its setup, its body and its teardown all pass: a lab that leaves
 a process behind fails at teardown, and loses the points.
 """
@@ -21,9 +24,11 @@ def _points(item):
 def pytest_collection_finish(session):
     # session.items is the final selection (after -k and other deselection).
     for item in session.items:
-        _results[item.nodeid] = {"name": item.name, "file": item.nodeid.split("::")[0],
-                                 "points": _points(item), "outcome": "not run", "seconds": 0.0,
-                                 "message": ""}
+        _results[item.nodeid] = {"name": "::".join(item.nodeid.split("::")[1:]) or item.name,
+                                 "file": item.nodeid.split("::")[0],
+                                 "points": _points(item),
+                                 "exercise": item.get_closest_marker("exercise") is not None,
+                                 "outcome": "not run", "seconds": 0.0, "message": ""}
 
 
 def pytest_runtest_logreport(report):

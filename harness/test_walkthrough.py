@@ -1,0 +1,456 @@
+"""The README's walkthrough ("The ten stages in one sitting"), run as a student runs it.
+
+The commands live in one place: the README's blocks marked `<!-- walkthrough ID: terminal 1 -->`
+(the lab, one command line) and `<!-- walkthrough ID: terminal 2 -->` (what the student pastes
+next to it). This file runs each step's blocks exactly as written, with two substitutions only:
+the lab gets `--port 0` and the blocks its port instead of 8000, and `/tmp/` becomes a temporary
+directory of the test. Then it checks what the README says the student sees there; a step of the
+README without a check here, or a check without its step, is a failure.
+
+Terminal 1 runs under `bash -c` in its own session, and is stopped as Ctrl-C stops it (SIGINT to
+its process group). The blocks of terminal 2 of one step run in one bash, in order, so a variable
+set in one block (`pid=…`) is there in the next, as in the student's terminal.
+"""
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import IN_CI, READY, REPO, group_members, need_tool, reap_orphans, wait_until
+
+README = REPO / "README.md"
+MARK = re.compile(r"^<!-- walkthrough (\w+): terminal ([12]) -->\n```sh\n(.*?)```", re.M | re.S)
+TOOLS = {"siege": "siege", "ab": "apache2-utils", "wrk": "wrk", "strace": "strace", "ss": "iproute2",
+         "curl": "curl"}
+SEPARATOR = "----- walkthrough block {} $(date +%s.%N) -----"
+EXITS_BY_ITSELF = {"3", "10"}  # the README says the lab ends (a crash, a giveup) before any Ctrl-C
+
+
+def steps_in_readme():
+    """{step id: {"server": command, "clients": [block, ...]}}, in the README's order."""
+    steps = {}
+    for m in MARK.finditer(README.read_text()):
+        step, terminal, text = m.group(1), m.group(2), m.group(3)
+        entry = steps.setdefault(step, {"server": None, "clients": []})
+        if terminal == "1":
+            assert entry["server"] is None, f"step {step} has two terminal-1 blocks"
+            lines = [l for l in text.splitlines() if l.strip()]
+            assert len(lines) == 1, f"step {step}: terminal 1 runs one command, not {lines}"
+            entry["server"] = lines[0]
+        else:
+            entry["clients"].append(text)
+    return steps
+
+
+STEPS = steps_in_readme()
+
+
+class Again(Exception):
+    """The step did not set up what it needs (the README says when to run it again)."""
+
+
+@dataclass
+class Run:
+    port: int
+    pid: int                     # the lab's pid, from its ready line
+    outputs: list                # what each terminal-2 block printed (stdout and stderr)
+    seconds: list                # how long each block took
+    log: str = ""                # terminal 1's stderr: the event log
+    stdout: str = ""             # terminal 1's stdout: the ready line, lab06's tables
+    exit_code: object = None     # the lab's, if it ended before the Ctrl-C
+
+    def log_lines(self):
+        return self.log.splitlines()
+
+    def first(self, pattern):
+        """The index of the first log line matching pattern (or fails)."""
+        rx = re.compile(pattern)
+        for i, line in enumerate(self.log_lines()):
+            if rx.search(line):
+                return i
+        raise AssertionError(f"no /{pattern}/ in the log:\n{self.log}")
+
+
+def substitute(text, port, tmp):
+    out = text.replace(":8000", f":{port}").replace("/tmp/", f"{tmp}/")
+    assert "8000" not in out, f"a port 8000 the test cannot substitute: {text!r}"
+    return out
+
+
+def needed_tools(step):
+    words = set(re.findall(r"[\w-]+", " ".join([step["server"], *step["clients"]])))
+    for name, package in TOOLS.items():
+        if name in words:
+            need_tool(name, package)
+
+
+def read_ready_line(proc, timeout):
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").rstrip("\n")
+
+
+def run_step(step_id, tmp_path):
+    step = STEPS[step_id]
+    tmp = tmp_path / f"tmp-{time.monotonic_ns()}"
+    tmp.mkdir()
+    server = re.sub(r"^(\./lab\d\d)\b", r"\1 --port 0", step["server"])
+    assert server != step["server"], f"step {step_id}: terminal 1 must start a lab: {step['server']!r}"
+    log_path = tmp / "terminal1.log"
+    with open(log_path, "wb") as log:
+        lab = subprocess.Popen(["bash", "-c", server.replace("/tmp/", f"{tmp}/")], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        line = read_ready_line(lab, 20)
+        m = READY.match(line)
+        assert m, f"step {step_id}: no ready line from {server!r}, got {line!r}\n{log_path.read_text()}"
+        port, pid = int(m.group(3)), int(m.group(4))
+        script = "\n".join(f'echo "{SEPARATOR.format(i)}"\n{substitute(block, port, tmp)}'
+                           for i, block in enumerate(step["clients"]))
+        script += f'\necho "{SEPARATOR.format("end")}"\n'
+        # HOME: siege writes ~/.siege on its first run; keep the user's home out of it.
+        client = subprocess.Popen(["bash", "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                  start_new_session=True, env=dict(os.environ, HOME=str(tmp)))
+        try:
+            out, _ = client.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(client.pid, signal.SIGKILL)
+            out, _ = client.communicate()
+            pytest.fail(f"step {step_id}: terminal 2 ran over 120 s:\n{out}\n{log_path.read_text()}")
+        finally:
+            try:
+                os.killpg(client.pid, signal.SIGKILL)  # a background job it left behind
+            except ProcessLookupError:
+                pass
+        parts = re.split(r"^----- walkthrough block \S+ ([\d.]+) -----\n", out, flags=re.M)
+        assert len(parts) == 2 * len(step["clients"]) + 3, out
+        stamps = [float(t) for t in parts[1::2]]
+        outputs = parts[2::2][:-1]
+        seconds = [b - a for a, b in zip(stamps, stamps[1:])]
+        # Terminal 1: did the lab end by itself? If not, Ctrl-C.
+        if step_id in EXITS_BY_ITSELF:
+            try:
+                lab.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        exit_code = lab.poll()
+        if exit_code is None:
+            os.killpg(lab.pid, signal.SIGINT)
+            try:
+                lab.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        stdout = line + "\n" + lab.stdout.read().decode(errors="replace") if lab.poll() is not None else line
+        left = group_members(lab.pid)
+        assert not left, f"step {step_id}: still running 15 s after Ctrl-C: {left}\n{log_path.read_text()}"
+        return Run(port, pid, outputs, seconds, log_path.read_text(errors="replace"), stdout, exit_code)
+    finally:
+        if lab.poll() is None or group_members(lab.pid):
+            try:
+                os.killpg(lab.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            lab.wait()
+        lab.stdout.close()
+        wait_until(lambda: not group_members(lab.pid), 5, what="the step's processes to vanish")
+        reap_orphans()
+
+
+# --- what each step shows ------------------------------------------------------------------
+def loadgen_report(text):
+    """The fields of ./loadgen's text report."""
+    def number(label):
+        m = re.search(rf"^{label}:\s+([\d.]+)", text, re.M)
+        assert m, f"no {label!r} in loadgen's report:\n{text}"
+        return float(m.group(1))
+    per_pid = re.search(r"^per pid:((?:\s+\d+: \d+\n?)+)", text, re.M)
+    errors = re.search(r"\(total (\d+)\)", text)
+    latency = re.search(r"p50 ([\d.]+).*mean ([\d.]+)", text)
+    return {"completed": number("requests"), "duration": number("duration"), "rps": number("throughput"),
+            "errors": int(errors.group(1)) if errors else None,
+            "p50_ms": float(latency.group(1)) if latency else None,
+            "mean_ms": float(latency.group(2)) if latency else None,
+            "per_pid": {int(p): int(n) for p, n in re.findall(r"(\d+): (\d+)", per_pid.group(1))} if per_pid else {}}
+
+
+def siege_seconds(text):
+    times = [float(s) for s in re.findall(r"^HTTP/1\.1 200\s+([\d.]+) secs:", text, re.M)]
+    assert times, f"siege printed no per-request line (is tools/siege.conf read?):\n{text}"
+    return times
+
+
+def ab_field(text, label):
+    m = re.search(rf"^{label}:\s+([\d.]+)", text, re.M)
+    assert m, f"no {label!r} in ab's output:\n{text}"
+    return float(m.group(1))
+
+
+def real_seconds(text):
+    m = re.search(r"^real\s+(\d+)m([\d.]+)s", text, re.M)
+    assert m, f"no `time` output:\n{text}"
+    return int(m.group(1)) * 60 + float(m.group(2))
+
+
+def ps_rows(text, ppid):
+    return [l for l in text.splitlines() if re.match(rf"^\s*\d+\s+{ppid}\s+\d+\s", l)]
+
+
+def workers_forked(run):
+    return [int(m) for m in re.findall(r"\] fork worker=(\d+)", run.log)]
+
+
+def uniq_counts(text):
+    """`uniq -c` lines: {value: count}."""
+    return {int(v): int(n) for n, v in re.findall(r"^\s*(\d+) (?:pid=)?(\d+)\s*$", text, re.M)}
+
+
+def strace_tables(text):
+    """[{syscall: calls}] for each `strace -c` summary in text."""
+    tables = []
+    for block in re.split(r"^% time", text, flags=re.M)[1:]:
+        calls = {}
+        for line in block.splitlines():
+            m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+            if m:
+                calls[m.group(2)] = int(m.group(1))
+            if line.startswith("100.00") or "total" in line:
+                break
+        tables.append(calls)
+    return tables
+
+
+def herd_table(run):
+    m = re.search(r"^summary (.*)$", run.stdout, re.M)
+    assert m, f"lab06 printed no table:\n{run.stdout}"
+    summary = dict(kv.split("=", 1) for kv in m.group(1).split())
+    rows = [tuple(int(x) for x in r) for r in
+            re.findall(r"^\s+\d+\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", run.stdout, re.M)]
+    return summary, rows
+
+
+def check_1(run):
+    report = loadgen_report(run.outputs[0])
+    assert report["completed"] == 8 and report["errors"] == 0, run.outputs[0]
+    assert 1.6 <= report["rps"] <= 2.05, run.outputs[0]  # 2 req/s, 1/N
+    assert 1800 <= report["p50_ms"] <= 2400 and 1400 <= report["mean_ms"] <= 1900, run.outputs[0]
+    times = siege_seconds(run.outputs[0])
+    print(f"step 1: {report['rps']} req/s, p50 {report['p50_ms']:.0f} ms, mean {report['mean_ms']:.0f} ms; siege {times}")
+    assert len(times) == 6, run.outputs[0]
+    assert 0.9 <= times[0] <= 1.5, times             # the first: 1 s
+    assert all(1.8 <= t <= 2.6 for t in times[1:]), times  # every other: 2 s
+
+
+def check_1b(run):
+    out = run.outputs[0]
+    assert ab_field(out, "Complete requests") == 2000
+    print(f"step 1b: {ab_field(out, 'Failed requests'):.0f} failed in {ab_field(out, 'Time taken for tests')} s")
+    assert ab_field(out, "Failed requests") == 2, out         # C/2
+    assert ab_field(out, "Keep-Alive requests") == 1998, out
+    assert 1.5 <= ab_field(out, "Time taken for tests") <= 4.0, out  # failures x idle timeout
+
+
+def check_2(run):
+    times = siege_seconds(run.outputs[0])
+    assert len(times) == 6 and all(0.9 <= t <= 1.6 for t in times), times
+    out = run.outputs[0]
+    before, after = out.split("Empty reply from server")
+    assert len(ps_rows(before, run.pid)) == 3, before
+    assert len(ps_rows(after, run.pid)) == 2, after
+    assert re.search(r"\[master \d+\] exit worker=\d+ code=none signal=SIGABRT", run.log), run.log
+    assert len(workers_forked(run)) == 3, "a crashed worker was replaced"
+
+
+def check_3(run):
+    threads = re.search(rf"^\s*{run.pid}\s+(\d+)\s", run.outputs[0], re.M)
+    assert threads and int(threads.group(1)) >= 51, run.outputs[0]
+    report = loadgen_report(run.outputs[0])
+    assert report["completed"] == 50 and report["errors"] == 0, run.outputs[0]
+    assert report["duration"] <= 4.0, run.outputs[0]
+    crash = run.outputs[1]
+    assert crash.count("Empty reply from server") == 2, crash  # the sleeper died with the crash
+    assert "terminate called after throwing" in run.log
+    assert run.exit_code not in (None, 0), "lab03 outlived the crash"
+
+
+def check_3b(run):
+    report = loadgen_report(run.outputs[0])
+    assert report["completed"] == 8 and report["errors"] == 0
+    assert 3.0 <= report["rps"] <= 4.1, run.outputs[0]        # min(c, T)/N = 4
+    assert 900 <= report["p50_ms"] <= 2300, run.outputs[0]
+
+
+def check_4(run):
+    out = run.outputs[0]
+    report = loadgen_report(out)
+    assert report["completed"] == 10000 and report["errors"] == 0, out
+    print(f"step 4: 10,000 sleepers in {report['duration']} s; the 10 ms request took {real_seconds(out)} s")
+    assert report["duration"] <= 8.0, out  # about 2 s on a quiet machine
+    assert real_seconds(out) >= 0.8, f"the 10 ms request did not wait for the computation:\n{out}"
+
+
+def check_4b(run):
+    assert real_seconds(run.outputs[0]) < 0.5, run.outputs[0]
+    out = run.outputs[1]
+    if "Operation not permitted" in out:
+        message = "strace cannot attach here (ptrace is not permitted)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    busy, one = strace_tables(out)
+    for calls in (busy, one):
+        assert calls.get("write", 0) > 100, f"too few requests traced: {calls}\n{out}"
+    print(f"step 4b: 10 ms request beside an offloaded compute: {real_seconds(run.outputs[0])} s; "
+          f"64 connections {busy}; one connection {one}")
+    per_request = (busy["read"] + busy["write"] + busy.get("epoll_wait", 0)) / busy["write"]
+    assert 1.8 <= per_request <= 2.5, (per_request, busy)
+    assert busy.get("epoll_wait", 0) / busy["write"] < 0.25, busy  # one wait serves many
+    per_request = (one["read"] + one["write"] + one.get("epoll_wait", 0)) / one["write"]
+    assert 2.7 <= per_request <= 3.3, (per_request, one)
+
+
+def check_5(run):
+    workers = workers_forked(run)
+    holders = {int(p) for p in re.findall(r"pid=(\d+)", run.outputs[0])}
+    assert holders == set(workers) and run.pid not in holders, (run.outputs[0], workers, run.pid)
+    assert len(re.findall(r"\[worker \d+\] message from=master hello=worker", run.log)) == 2, run.log
+    assert len(re.findall(r"\[master \d+\] message worker=\d+ hello=master pid=\d+", run.log)) == 2
+    for event in ("online", "listening", "close listener"):
+        assert re.search(rf"\[master \d+\] {event}\b", run.log), event
+
+
+def check_5b(run):
+    counts = uniq_counts(run.outputs[0])
+    print(f"step 5b: {counts} (master {run.pid})")
+    assert sum(counts.values()) == 30, run.outputs[0]
+    assert set(counts) <= {run.pid, *workers_forked(run)}, (counts, run.log)
+
+
+def check_6(run):
+    summary, rows = herd_table(run)
+    print(f"step 6: {summary}")
+    assert summary["mode"] == "epoll" and summary["connections"] == "200", summary
+    assert float(summary["sleeps_per_connection"]) >= 2.5, summary   # about 6
+    # The wakeups user space sees tell little of it: epoll_wait checks again before it returns.
+    wakeups = float(summary["wakeups_per_connection"])
+    assert wakeups <= 1.6 and float(summary["sleeps_per_connection"]) >= 2 * wakeups, summary
+
+
+def check_6b(run):
+    summary, rows = herd_table(run)
+    print(f"step 6b: {summary}")
+    assert summary["mode"] == "accept" and summary["connections"] == "200", summary
+    assert float(summary["sleeps_per_connection"]) <= 1.3, summary   # about 1
+    assert len(rows) == 4 and all(40 <= accepted <= 60 for _, _, accepted, _, _ in rows), rows
+
+
+def check_7(run):
+    reports = re.split(r"(?=^URL:)", run.outputs[0], flags=re.M)
+    reports = [loadgen_report(r) for r in reports if r.startswith("URL:")]
+    assert len(reports) == 2, run.outputs[0]
+    first, second = reports
+    assert first["errors"] == 0 and len(first["per_pid"]) == 4, first
+    assert all(249 <= n <= 251 for n in first["per_pid"].values()), first
+    assert second["errors"] == 0 and len(second["per_pid"]) == 3, second
+    assert all(332 <= n <= 334 for n in second["per_pid"].values()), second
+
+
+def check_8(run):
+    out = run.outputs[0]
+    assert re.search(r"^HTTP/1\.1 200", out, re.M) and "slept 3000 ms" in out, out
+    assert re.search(r"^Connection: close", out, re.M | re.I), out
+    assert "Empty reply from server" in out
+    victim = int(re.search(r"\[worker (\d+)\] uncaught", run.log).group(1))
+    exited = run.first(rf"exit worker={victim} code=1")
+    assert run.first(r"\[worker \d+\] uncaught") < run.first(r"\[worker \d+\] drain") < exited
+    assert len(workers_forked(run)) == 2 and run.first(r"fork worker=") < exited
+    assert exited < max(i for i, l in enumerate(run.log_lines()) if "fork worker=" in l)
+
+
+def sleepers_on_both(run, lab):
+    counts = uniq_counts(run.outputs[0])
+    assert sum(counts.values()) == 4, run.outputs[0]
+    if len(counts) < 2:
+        raise Again(f"all four sleepers fell on one {lab} worker: {counts}")
+
+
+def check_8b(run):
+    sleepers_on_both(run, "lab08")
+    print(f"step 8b: GET / after both crashes took {real_seconds(run.outputs[0])} s")
+    assert real_seconds(run.outputs[0]) >= 1.0, run.outputs[0]  # waits for a drain: the gap
+
+
+def check_9(run):
+    sleepers_on_both(run, "lab09")
+    print(f"step 9: GET / after both crashes took {real_seconds(run.outputs[0])} s")
+    assert real_seconds(run.outputs[0]) < 0.5, run.outputs[0]   # no gap
+    victims = [int(v) for v in re.findall(r"suicide worker=(\d+)", run.log)]
+    assert len(victims) == 2, run.log
+    for victim in victims:
+        replaced = run.first(rf"restart worker={victim} replacement=")
+        assert run.first(rf"suicide worker={victim}") < replaced < run.first(rf"exit worker={victim}"), run.log
+
+
+def check_9b(run):
+    assert "Empty reply from server" in run.outputs[0], run.outputs[0]
+    assert re.search(r"\[worker \d+\] kill-timeout ms=2000 cut=1", run.log), run.log
+    assert 1.8 <= run.seconds[0] <= 4.5, run.seconds  # cut at 2 s, not answered at 5
+
+
+def check_10(run):
+    assert re.search(r"\[master \d+\] giveup restarts=3 during_ms=60000", run.log), run.log
+    assert "hello world" in run.outputs[0], run.outputs[0]
+    assert re.search(r"shutdown reason=giveup", run.log), run.log
+    assert run.exit_code == 1, f"the master should exit 1 by itself, got {run.exit_code}"
+
+
+CHECKS = {name[len("check_"):]: f for name, f in list(globals().items()) if name.startswith("check_")}
+RETRIES = {"8b": 4, "9": 4}  # the README says to run it again when the sleepers all fall on one worker
+
+
+@pytest.mark.points(1)
+def test_every_walkthrough_step_has_a_check_and_every_check_a_step():
+    assert STEPS, f"no <!-- walkthrough ID: terminal N --> blocks in {README}"
+    assert sorted(STEPS) == sorted(CHECKS), (sorted(STEPS), sorted(CHECKS))
+    for step_id, step in STEPS.items():
+        assert step["server"] and step["clients"], f"step {step_id} needs both terminals"
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("step_id", list(STEPS), ids=[f"step{s}" for s in STEPS])
+def test_the_walkthrough_step_shows_what_the_readme_says(step_id, tmp_path):
+    if step_id not in CHECKS:
+        pytest.fail(f"README step {step_id} has no check_{step_id} here")
+    for binary in {re.match(r"\./(\S+)", STEPS[step_id]["server"]).group(1)} | (
+            {"loadgen"} if "./loadgen" in "".join(STEPS[step_id]["clients"]) else set()):
+        if not (REPO / binary).exists():
+            pytest.fail(f"{binary} is missing: run `make`")
+    needed_tools(STEPS[step_id])
+    for attempt in range(RETRIES.get(step_id, 1)):
+        run = run_step(step_id, tmp_path)
+        try:
+            CHECKS[step_id](run)
+            return
+        except Again as again:
+            reason = str(again)
+        except AssertionError:
+            print(f"--- step {step_id}: terminal 2 ---\n" + "\n".join(run.outputs))
+            print(f"--- step {step_id}: terminal 1 ---\n{run.stdout}\n{run.log}")
+            raise
+    pytest.fail(f"step {step_id}: {reason}, {RETRIES[step_id]} times in a row")
