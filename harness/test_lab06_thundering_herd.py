@@ -178,7 +178,6 @@ def test_reuseport_mode_gives_each_worker_its_own_socket_and_reaches_them_all(st
         assert not woken_for_nothing(w, 10), show(d)
 
 
-@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", MODES)
@@ -196,6 +195,7 @@ def test_a_second_instance_on_the_same_port_fails_with_eaddrinuse(start_lab, mod
     assert pids <= set(worker_pids(first)), pids  # every connection still reaches the first instance
 
 
+@pytest.mark.exercise
 @pytest.mark.points(3)
 @pytest.mark.timeout(60)
 def test_a_lock_holder_that_dies_does_not_stop_the_others(start_lab):

@@ -159,16 +159,21 @@ def trusted_tree(student, labs, teacher=labinfo.REPO):
     missing = []
     for lab in labs:
         src = student_lab_dir(student, lab)
-        files = [p for p in sorted(src.iterdir()) if p.is_file() and p.suffix in SOURCE_SUFFIXES] if src else []
+        files = [p for p in sorted(src.rglob("*")) if p.is_file() and p.suffix in SOURCE_SUFFIXES] if src else []
         if not files:
             missing.append(lab.short)
             continue
+        # The teacher's lab directory first (a lab of several files, like lab15's separate worker
+        # program, builds even from a copy that has only the main file), then the student's
+        # sources over it.
         dest = work / "labs" / lab.name
-        dest.mkdir(parents=True)
+        shutil.copytree(lab.dir, dest, ignore=IGNORE)
         for p in files:
+            rel = p.relative_to(src)
             # The teacher's name for the directory and the main file, whatever the copy calls them.
-            name = p.name.replace(src.name, lab.name, 1) if p.name.startswith(src.name) else p.name
-            shutil.copyfile(p, dest / name)
+            name = rel.name.replace(src.name, lab.name, 1) if rel.name.startswith(src.name) else rel.name
+            (dest / rel.parent).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dest / rel.parent / name)
     return work, missing
 
 
