@@ -334,14 +334,15 @@ void Primary::reload_step() {
         ++r.next;  // it died (and was replaced by the program) or is already leaving
     }
     if (r.next == r.old_ids.size()) {
-        log_event("reload done generation=%d ms=%lld", r.generation, monotonic_ms() - r.started_ms);
+        log_event("reload done generation=%d ms=%lld workers=%zu", r.generation, monotonic_ms() - r.started_ms,
+                  workers.size());
         return reload_finish(true, "");
     }
     Worker* old = find_id(r.old_ids[r.next]);
     Worker* fresh = cluster::fork(old->env_);
     if (!fresh) return reload_finish(false, "fork failed");
     r.new_id = fresh->id_;
-    log_event("reload step=%zu fork worker=%d replaces=%d", r.next + 1, fresh->pid_, old->pid_);
+    log_event("reload step generation=%d slot=%zu old=%d new=%d", r.generation, r.next, old->pid_, fresh->pid_);
     r.timer = loop.add_timer(settings.listen_timeout_ms, [this] {
         reload->timer = 0;
         if (Worker* late = find_id(reload->new_id)) late->kill(SIGKILL);
@@ -357,7 +358,8 @@ void Primary::reload_listening(Worker& w) {
     r.new_id = 0;
     // The newcomer accepts now: only then may the old one stop. Never fewer workers accepting.
     if (Worker* old = find_id(r.old_ids[r.next])) {
-        log_event("reload step=%zu retire worker=%d replaced-by=%d", r.next + 1, old->pid_, w.pid_);
+        log_event("reload listening generation=%d slot=%zu worker=%d", r.generation, r.next, w.pid_);
+        log_event("reload retire generation=%d slot=%zu worker=%d replacement=%d", r.generation, r.next, old->pid_, w.pid_);
         old->disconnect();
     }
     ++r.next;
@@ -375,7 +377,7 @@ void Primary::reload_finish(bool ok, const std::string& reason) {
     if (r.timer) loop.cancel_timer(r.timer);
     if (!ok) {
         if (Worker* fresh = find_id(r.new_id)) fresh->kill(SIGKILL);
-        log_event("reload aborted generation=%d reason=\"%s\" replaced=%zu of %zu", r.generation, reason.c_str(), r.next,
+        log_event("reload aborted generation=%d reason=\"%s\" replaced=%zu/%zu", r.generation, reason.c_str(), r.next,
                   r.old_ids.size());
     }
     for (auto& fn : r.done)
@@ -476,7 +478,7 @@ void rolling_reload(std::function<void(bool)> done) {
         return;
     }
     if (p.reload) {  // several SIGHUPs during one reload make one more reload, after it
-        if (!p.reload_again) log_event("reload queued generation=%d", p.generation + 1);
+        if (!p.reload_again) log_event("reload queued after=%d", p.generation);
         p.reload_again = true;
         p.reload_again_done.push_back(std::move(done));
         return;
