@@ -19,6 +19,9 @@ struct HttpServer::Conn {
     Request pending;       // the request a timer or a child is working on
     bool busy = false;     // a /sleep or an offloaded /compute is in flight
     bool close_after = false;  // close once `out` is written
+    bool refused = false;      // closing after an error: the client may still be sending
+    bool lingering = false;    // our FIN is sent; reading and discarding until the client's
+    long long linger_until = 0;
     bool peer_eof = false;     // the client will send no more (it may still read)
     uint32_t interest = EPOLLIN;  // the events registered with epoll for this fd
     uint64_t requests = 0;     // requests parsed on this connection (0: nothing asked yet)
@@ -38,6 +41,8 @@ namespace {
 constexpr size_t kMaxPendingOutput = 64 * 1024;
 // While a connection waits for a timer or a child, at most about this much input is read ahead.
 constexpr size_t kMaxReadAhead = 64 * 1024;
+// How long a refused client may go on sending before we close anyway (nginx: lingering_time).
+constexpr long long kLingerMs = 2000;
 
 size_t pending_output(const std::string& out, size_t out_off) { return out.size() - out_off; }
 
@@ -103,6 +108,7 @@ HttpServer::Conn* HttpServer::find(int fd, uint64_t id) {
 void HttpServer::on_event(int fd, uint64_t id, uint32_t events) {
     Conn* c = find(fd, id);
     if (!c) return;
+    if (c->lingering) return linger(*c);
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         // One read per readiness event: if more is waiting, level-triggered epoll says so again,
         // and we save the read that would only have returned EAGAIN.
@@ -146,6 +152,7 @@ void HttpServer::answer_requests(Conn& c) {
         }
         if (r.status == RequestParser::Status::error) {
             c.close_after = true;
+            c.refused = true;
             c.pending.version_minor = 1;
             c.pending.keep_alive = false;
             c.pending.method = "GET";
@@ -262,8 +269,34 @@ void HttpServer::flush(Conn& c) {
         if (c.out_off == c.out.size()) break;  // nothing new: the rest is an incomplete request
     }
     bool pending = c.out_off < c.out.size();
+    if (!pending && !c.busy && c.refused && !c.peer_eof) return start_lingering(c);
     if (!pending && !c.busy && (c.close_after || c.peer_eof || (draining_ && idle(c)))) return close_conn(c);
     update_interest(c);
+}
+
+// A lingering close, as nginx does after refusing a request. Closing a socket whose receive
+// queue holds unread bytes sends a reset instead of a FIN, and a reset can make the client's
+// kernel drop our refusal before the client has read it (a proxy in between, lab12's relay or
+// nginx, is such a client). So: send our FIN (the answer is complete), read and throw away what
+// the client still sends, and close once it stops, closes, or kLingerMs have passed.
+void HttpServer::start_lingering(Conn& c) {
+    if (::shutdown(c.fd.get(), SHUT_WR) < 0) return close_conn(c);
+    c.lingering = true;
+    c.linger_until = loop_.now() + kLingerMs;
+    c.in.clear();
+    c.in_off = 0;
+    c.interest = EPOLLIN;
+    loop_.modify(c.fd.get(), EPOLLIN);
+}
+
+void HttpServer::linger(Conn& c) {
+    char buf[16384];
+    for (int i = 0; i < 4; ++i) {  // bounded per event: a flooder gets no more than its share
+        ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        return close_conn(c);  // end of file (the client closed too) or an error
+    }
 }
 
 void HttpServer::update_interest(Conn& c) {
@@ -306,7 +339,9 @@ void HttpServer::drain(std::function<void()> on_drained) {
     std::vector<Conn*> all;
     for (auto& [fd, c] : conns_) all.push_back(c.get());
     for (Conn* c : all) {  // each step closes at most c itself, so the others stay valid
-        if (idle(*c) && c->requests > 0) {
+        if (c->lingering) {
+            close_conn(*c);  // refused and answered already: nothing of it is in flight
+        } else if (idle(*c) && c->requests > 0) {
             if (!input_waiting(*c)) close_conn(*c);  // looked at just before closing: a small window
         } else if (!c->busy && c->out_off < c->out.size()) {
             update_interest(*c);  // EPOLLOUT: the loop writes it (inside the worker's try, as
@@ -341,6 +376,10 @@ void HttpServer::sweep_timeouts() {
     std::vector<Conn*> expired;
     std::vector<Conn*> too_slow;
     for (auto& [fd, c] : conns_) {
+        if (c->lingering) {
+            if (now >= c->linger_until) expired.push_back(c.get());
+            continue;
+        }
         if (c->busy) continue;
         if (c->out_off < c->out.size()) {
             // A client that stopped reading its responses.

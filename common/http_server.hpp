@@ -79,6 +79,8 @@ private:
     void respond(Conn& c, int status, const std::string& body, std::string_view extra_headers = {});
     void flush(Conn& c);
     void close_conn(Conn& c);
+    void start_lingering(Conn& c);  // after a refusal: FIN now, close when the client stops sending
+    void linger(Conn& c);
     void sweep_timeouts();
     Conn* find(int fd, uint64_t id);
     bool idle(const Conn& c) const;
