@@ -131,7 +131,7 @@ compare: all
 	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && $$py tools/compare.py --tool $(TOOL) --labs "$(LABS)" $(if $(SAVE),--save) $(if $(OUT),--out $(OUT))
 
 diff:
-	@/usr/bin/env python3 tools/labdiff.py $(A) $(B)
+	@/usr/bin/env python3 tools/labdiff.py $(if $(A),$(A) $(B),$(if $(B),--base $(B)))
 
 # `make timeline LAB=lab09 [OUT=file.svg] [SPAN=seconds]`: the lab's scenario under load, drawn.
 timeline:
@@ -157,7 +157,7 @@ help:
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
 	@echo "  make compare         every stage under the same workloads: build/compare/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\", OUT=dir)"
 	@echo "  make compare SAVE=1  a full run that replaces the committed notes/results.md + .svg"
-	@echo "  make diff A=lab08 B=lab09   what one stage adds to the previous one"
+	@echo "  make diff B=lab09           what a stage adds to its base (its `// base:` line); A=labNN to choose"
 	@echo "  make timeline LAB=lab09      a scripted scenario under load, drawn: build/timeline/lab09.svg (OUT=file.svg)"
 	@echo "  make grade [LAB=lab07] [STUDENT=copy] [EXERCISE_ONLY=1]   points per test, Exercise: N/M and Score: N/M per lab"
 	@echo "  make exercise LAB=lab07 DEST=dir           a student copy with the stage's idea stubbed out"

@@ -21,6 +21,7 @@ from conftest import REPO
 TOOLS = REPO / "tools"
 sys.path.insert(0, str(TOOLS))
 import exercise  # noqa: E402
+import labdiff  # noqa: E402
 import labinfo  # noqa: E402
 
 ROUND_TRIP_TESTS = "four_concurrent or one_over_n"
@@ -130,6 +131,52 @@ def test_labdiff_output_applied_with_patch_turns_each_lab_into_the_next(tmp_path
         assert done.returncode == 0, f"{a.short} -> {b.short}: {done.stdout}{done.stderr}"
         patched = (work / "labs" / a.name / f"{a.name}.cpp").read_text()
         assert patched == b.main_file.read_text(), f"patching {a.short} with the diff did not give {b.short}"
+
+
+@pytest.mark.points(1)
+def test_make_diff_with_only_b_diffs_the_lab_against_the_base_its_header_names():
+    with_base = [l for l in labinfo.find_labs() if l.base_name()]
+    if not with_base:
+        pytest.skip("no lab names a base")
+    b = with_base[-1]
+    a = b.base()
+    done = subprocess.run(["make", "-s", "diff", f"B={b.short}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"--- labs/{a.name}/{a.name}.cpp" in done.stdout
+    assert re.search(rf"{b.short} against {a.short}: \d+ lines added, \d+ removed", done.stdout)
+
+
+@pytest.mark.points(1)
+def test_make_diff_of_a_lab_without_a_base_says_so_and_exits_2():
+    first = labinfo.find_labs()[0]
+    assert not first.base_name(), f"{first.short} is the first stage and builds on nothing"
+    done = subprocess.run(["make", "-s", "diff", f"B={first.short}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"{first.short} names no base" in done.stderr
+
+
+# One idea per stage: a lab's main file is at most MAX_LINES long and differs from its base in at
+# most MAX_CHANGED lines (added + removed); what is not the stage's own idea lives in common/.
+MAX_LINES, MAX_CHANGED = 400, 300
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("lab", [l.short for l in labinfo.find_labs()])
+def test_each_lab_names_its_base_and_stays_within_its_budget(lab):
+    lab = labinfo.resolve(lab)
+    lines = len(lab.main_file.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{lab.main_file.name}: {lines} lines, budget {MAX_LINES}"
+    if lab.short == labinfo.find_labs()[0].short:
+        assert not lab.base_name(), "the first lab builds on nothing"
+        return
+    base = lab.base()
+    assert base is not None, f"{lab.main_file.name} has no `// base: labNN` header line"
+    assert base.short < lab.short, f"{lab.short} builds on a later lab, {base.short}"
+    changed = labdiff.changed_lines(base, lab)
+    assert changed <= MAX_CHANGED, (f"{lab.short} against its base {base.short}: {changed} changed "
+                                    f"lines, budget {MAX_CHANGED} (make diff B={lab.short})")
 
 
 @pytest.mark.points(1)

@@ -2,6 +2,7 @@
 """make diff A=lab08 B=lab09: what one stage adds to the previous one.
 
     python3 tools/labdiff.py lab08 lab09
+    python3 tools/labdiff.py --base lab09          lab09 against the base its `// base:` line names
     python3 tools/labdiff.py lab08_graceful_exit 9 --color=always | less -R
     python3 tools/labdiff.py lab02 lab03 -U 10        more context
 
@@ -99,6 +100,13 @@ def colour(line, on):
     return line
 
 
+def changed_lines(a, b):
+    """Lines added plus lines removed between the two labs' main files: the figure the budget
+    test holds to at most 300 for every lab against its base."""
+    diff = unified(read_lines(a.main_file), read_lines(b.main_file), "a", "b", 0)
+    return sum(1 for line in diff[2:] if line[:1] in "+-")
+
+
 def render(a, b, context=3, use_colour=False):
     """The whole report as a list of lines (no trailing newlines)."""
     root = a.root
@@ -132,14 +140,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="What one stage adds to another: a unified diff of two labs.")
     ap.add_argument("a", nargs="?", help="the earlier lab: lab08, lab08_graceful_exit or 8")
     ap.add_argument("b", nargs="?", help="the later lab (default: the lab after A)")
+    ap.add_argument("--base", metavar="B", help="diff lab B against the lab its `// base:` line names")
     ap.add_argument("-U", "--unified", type=int, default=3, metavar="N", help="lines of context (default 3)")
     ap.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto")
     ap.add_argument("--root", default=str(labinfo.REPO), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     labs = labinfo.find_labs(args.root)
+    if args.base:
+        try:
+            b = labinfo.resolve(args.base, args.root)
+            a = b.base()
+            if a is None:
+                raise labinfo.LabError(f"{b.short} names no base (its file has no `// base: labNN` line)")
+        except labinfo.LabError as e:
+            print(f"diff: {e}", file=sys.stderr)
+            return 2
+        args.a, args.b = a.short, b.short
     if not args.a:
-        print("usage: make diff A=lab08 B=lab09   (labs here: "
+        print("usage: make diff B=lab09 (against its base) or make diff A=lab08 B=lab09   (labs here: "
               + (" ".join(l.short for l in labs) or "none") + ")", file=sys.stderr)
         return 2
     try:

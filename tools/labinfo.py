@@ -69,6 +69,18 @@ class LabSource:
                 return line[len("// stage:"):].strip()
         return ""
 
+    def base_name(self):
+        """The lab this one builds on, from its `// base: labNN` header line ('' for lab01)."""
+        for line in self.header():
+            if line.startswith("// base:"):
+                return line[len("// base:"):].strip()
+        return ""
+
+    def base(self):
+        """The LabSource named by the `// base:` line, or None (lab01 builds on nothing)."""
+        name = self.base_name()
+        return resolve(name, self.root) if name else None
+
     def title(self):
         """The short name from the directory: lab08_graceful_exit -> 'graceful exit'."""
         return self.name[len(self.short) + 1:].replace("_", " ")

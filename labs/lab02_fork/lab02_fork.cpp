@@ -1,4 +1,5 @@
 // lab02_fork — forked copies: listen once, then fork M workers that all block in accept(2) on the inherited socket.
+// base: lab01
 // Observe: M clients asking /sleep?ms=3000 all finish in 3 s (M/N); ps shows M+1 processes, each with its own RSS; /crash kills one worker for good.
 // Run: make lab02 && ./lab02 --workers 3, then: siege -c 3 -r 2 'http://127.0.0.1:8000/sleep?ms=3000'
 // Mirrors the material's "bronze age" (青铜时代): copy the server process M times, so QPS = M/N.

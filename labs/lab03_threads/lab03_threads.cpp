@@ -1,4 +1,5 @@
 // lab03_threads — threads: one process, and either a thread per connection or a pool of N threads blocking in accept(2).
+// base: lab01
 // Observe: per-connection serves every sleeper at once (c/N), a pool of N serves min(c, N)/N; ps -L shows the threads; /crash in one thread kills every request.
 // Run: make lab03 && ./lab03 (or ./lab03 --model pool --threads 4), then: siege -c 4 -r 2 'http://127.0.0.1:8000/sleep?ms=3000'
 // Mirrors the material's "silver age" (白银时代): threads cost less than processes and share memory, and a thread's death is its process's death.

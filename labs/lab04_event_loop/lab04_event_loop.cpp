@@ -1,4 +1,5 @@
 // lab04_event_loop — one thread, non-blocking sockets, epoll: the listener and every client are fds in one loop.
+// base: lab01
 // Observe: 10,000 clients on /sleep?ms=2000 are all answered after ~2 s, but one /compute stalls everyone.
 // Run: make lab04 && ./lab04 [--offload], then: ./loadgen --connections 10000 --requests 10000 'http://127.0.0.1:8000/sleep?ms=2000'
 // Mirrors the material's "golden age" (黄金时代): Node's event loop, and child_process.fork of a long computation.

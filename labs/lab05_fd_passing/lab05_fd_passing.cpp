@@ -1,4 +1,5 @@
 // lab05_fd_passing — the master opens the listening socket and SENDS it to its workers over a socketpair (SCM_RIGHTS).
+// base: lab02
 // Observe: workers accept on a socket they never opened (ss -ltnp, ls -l /proc/PID/fd); JSON messages both ways in the log.
 // Run: make lab05 && ./lab05 --workers 2, then: curl -s localhost:8000/pid; ./lab05 --master-accepts: master and workers take turns.
 // Mirrors the material's 句柄传递 (handle passing): child.send('server', server), then server.close() in the parent.

@@ -1,4 +1,5 @@
 // lab06_thundering_herd — N workers wait for connections on one port, in one of five ways, and count every wakeup in shared memory.
+// base: lab05
 // Observe: kill -USR1 <master pid> prints a per-worker table. The herd is in the `sleeps` column (the kernel counts every wakeup): --mode epoll ~4.3 per connection with 4 workers, accept ~1.0; epoll's user-space `wakeups` stay near 1.00 (the kernel re-checks the socket before waking user space).
 // Run: make lab06 && ./lab06 --workers 4 --mode epoll, then: for i in $(seq 200); do curl -s localhost:8000/ >/dev/null; done; kill -USR1 <pid from the ready line>
 // Mirrors the material's 惊群 (thundering herd) of workers competing to accept on one shared handle, and nginx's fixes (accept_mutex, EPOLLEXCLUSIVE, reuseport).

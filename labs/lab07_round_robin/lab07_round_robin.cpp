@@ -1,4 +1,5 @@
 // lab07_round_robin — the master alone accepts, and hands each connection to worker i = (i+1) mod n over the channel, skipping a worker that has not confirmed its last one (Node's free list).
+// base: lab05
 // Observe: 1,000 connections over 4 workers give 250 each (./loadgen --json: per_pid), against lab06's skew; kill -9 or kill -STOP a worker: it is skipped, and what it held is dealt again.
 // Run: make lab07 && ./lab07 --workers 4, then: ./loadgen --connections 8 --requests 1000 http://127.0.0.1:8000/
 // Mirrors the material's Round-Robin (轮询调度) and Node's cluster.SCHED_RR: the master distributes, workers never see the listener.

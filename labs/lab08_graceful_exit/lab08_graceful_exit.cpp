@@ -1,4 +1,5 @@
 // lab08_graceful_exit — master + event-driven workers; a worker whose handler throws stops accepting, answers what it has, exits 1; the master forks a replacement on exit.
+// base: lab05
 // Observe: a /sleep in flight when its worker crashes still gets its answer (Connection: close); while every worker drains, new clients wait in the kernel's queue.
 // Run: make lab08 && ./lab08 --workers 2, then: curl -si 'localhost:8000/sleep?ms=3000' & sleep 0.2; curl localhost:8000/crash; wait
 // Mirrors the material's process.on('uncaughtException') → worker.close() → process.exit(1), and the master's on('exit') → createWorker().

@@ -1,4 +1,5 @@
 // lab09_suicide_signal — lab08, but the dying worker first tells the master ({"act":"suicide"}), which forks its replacement at once; the drain has a deadline.
+// base: lab08
 // Observe: while crashed workers drain, their replacements already serve: no gap; a drain longer than --kill-timeout is cut, and the worker says how many it cut.
 // Run: make lab09 && ./lab09 --workers 2 --kill-timeout 2000, then: curl -si 'localhost:8000/sleep?ms=5000' & sleep 0.2; curl localhost:8000/crash; wait
 // Mirrors the material's 自杀信号: process.send({act: 'suicide'}) before worker.close(), the master's createWorker() on that message, and setTimeout(process.exit, 5000).

@@ -1,4 +1,5 @@
 // lab10_restart_limit — lab09, but the master stops restarting when --limit restarts fall within --during ms, logs giveup, and exits 1 when its last worker is gone.
+// base: lab09
 // Observe: a crash loop ends: after the limit the log says giveup, the survivors keep serving, and the master exits 1 with the last of them.
 // Run: make lab10 && ./lab10 --workers 2 --limit 3 --during 60000, then: for i in 1 2 3; do curl localhost:8000/crash; done; curl localhost:8000/
 // Mirrors the material's 限量重启: isTooFrequently() over the last `limit` restart times, and process.emit('giveup', length, during).

@@ -1,4 +1,5 @@
 // lab11_child_process — Node's four ways to start a child (spawn, exec, execFile, fork) are fork, exec, a shell and pipes in four combinations; the parent learns the child's fate through events.
+// base: lab04
 // Observe: spawn shows each chunk as it arrives, exec prints it all at the end; exit comes before close when a grandchild holds the pipe; strace -f -e trace=process,execve shows /bin/sh -c only under exec; a daemon outlives its terminal.
 // Run: make lab11 && ./lab11 spawn sh -c 'echo a; sleep 1; echo b'; ./lab11 exec 'ls | wc -l'; ./lab11 execfile echo 'a;b' '$HOME'; ./lab11 fork; pid=$(./lab11 daemon --out /tmp/d.log); tail -f /tmp/d.log; kill $pid
 // Mirrors the material's child_process pages (000–003): spawn/exec/execFile/fork, the exit/close/error/disconnect/message events, spawn(…, {detached: true, stdio: 'ignore'}) with unref().

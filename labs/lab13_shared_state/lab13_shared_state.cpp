@@ -1,4 +1,5 @@
 // lab13_shared_state — lab10's cluster, plus what workers share: they have no channel to each other, so the master relays by pid and owns shared state; one notifier polls the store (a key=value file) and the master pushes each change to every worker, instead of N workers polling it.
+// base: lab10
 // Observe: edit the store (its path is in the log) and every worker's GET /state flips within one --poll-ms; kill -USR1 the master: `checks ... pollers=1` (notify) against `pollers=N` (--mode poll); POST /send?to=PID reaches that worker, GET /inbox?pid=PID asks it from any worker; GET /count never repeats a number.
 // Run: make lab13 && ./lab13 --workers 4 --poll-ms 500, then: curl localhost:8000/state; echo color=red >> STORE; curl -d hi 'localhost:8000/send?to=PID'; curl 'localhost:8000/inbox?pid=PID'; curl localhost:8000/count
 // Mirrors the material's 状态共享 (003, 004: a third-party store, polled by every worker or by one process that notifies the others) and 000's IPC note: worker-to-worker messages go through the master, addressed by pid.

@@ -1,4 +1,5 @@
 // lab14_rolling_reload — lab10, plus SIGHUP: the master checks --config, then replaces its workers one slot at a time, each new one listening before the old one retires.
+// base: lab10
 // Observe: under load every pid changes and GET /config flips to the new version with 0 failed requests; a bad file is refused before anything changes (`reload aborted … line=N`).
 // Run: make lab14 && ./lab14 --workers 2 --config app.conf, then edit app.conf and: kill -HUP <master pid>; curl localhost:8000/config
 // Mirrors the material's 平滑重启 (start the new worker first, then close the old one) and 动态重新载入; nginx's HUP (check the file first), PM2's reload (listen_timeout, kill_timeout), Node's worker.disconnect()/exitedAfterDisconnect.

@@ -1,4 +1,5 @@
 // lab15_cluster — the material's cluster example on a small module with Node's names: everything labs 05–14 built by hand, packaged.
+// base: lab10
 // Observe: fork, online, listening per worker in Node's order; curl /hello names the child; kill -9 one: `exit … signal=SIGKILL` and a replacement; kill -HUP the primary: every pid changes, no request fails.
 // Run: make lab15 && ./lab15 --workers 4, then: for i in $(seq 8); do curl -s localhost:8000/hello; done   (--policy none, or --exec ./lab15_worker)
 // Mirrors Node's cluster module (common/cluster_module.hpp maps every name): cluster.isPrimary, cluster.fork(), cluster.on('exit'), setupPrimary({exec}), schedulingPolicy.
