@@ -1,11 +1,9 @@
 #include "channel.hpp"
 #include "log.hpp"
+#include "spawn.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <csignal>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -31,18 +29,6 @@ std::string preview(std::string_view line) {
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
     if (line.size() > 60) s += "...";
     return s;
-}
-
-// Between fork and exec the child reports with one plain write(2) (no log_event: its role and
-// buffers belong to the master) and leaves with _exit, which runs none of the master's atexit
-// handlers nor flushes its stdio buffers a second time. 127 is the shell's "could not run it".
-[[noreturn]] void child_fail(const char* what) {
-    char msg[200];
-    int len = std::snprintf(msg, sizeof msg, "[worker %d] fatal %s: %s\n", static_cast<int>(getpid()), what,
-                            std::strerror(errno));
-    size_t size = len < 0 ? 0 : std::min(static_cast<size_t>(len), sizeof msg - 1);
-    if (write(STDERR_FILENO, msg, size) < 0) {}  // nowhere left to report to
-    _exit(127);
 }
 
 }  // namespace
@@ -361,29 +347,19 @@ pid_t spawn_worker(int worker_end_fd, char* const argv[]) {
 }
 
 pid_t spawn_worker(int worker_end_fd, char* const argv[], const char* program, const std::vector<std::string>& env) {
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_errno("fork");
+    SpawnRequest req;
+    // execv's rule, not execvp's: the program is a path (relative to the current directory), never
+    // a name looked up in PATH.
+    req.file = std::strchr(program, '/') ? program : std::string("./") + program;
+    for (char* const* a = argv; *a; ++a) req.argv.emplace_back(*a);
+    req.stdio = Stdio::inherit;
+    req.ipc_fd = worker_end_fd;
+    req.env = env;
+    Spawned s = spawn_process(req);
+    if (s.error) {
+        log_event("error %s %s: %s", s.failed_call, req.file.c_str(), std::strerror(s.error));
+        errno = s.error;
         return -1;
     }
-    if (pid > 0) return pid;
-
-    // The child. exec resets caught signals to default, but keeps ignored ones ignored and keeps
-    // the mask: undo whatever the master set, so the worker starts like a fresh program.
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, nullptr);
-    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGUSR1, SIGHUP}) signal(sig, SIG_DFL);
-
-    // Every fd is CLOEXEC by the suite's rule; the channel end is the one exception.
-    char number[16];
-    std::snprintf(number, sizeof number, "%d", worker_end_fd);
-    if (!set_cloexec(worker_end_fd, false)) child_fail("fcntl(FD_CLOEXEC) on the channel fd");
-    if (setenv(kChannelEnv, number, 1) < 0) child_fail("setenv");
-    for (const std::string& kv : env) {
-        size_t eq = kv.find('=');
-        if (eq == std::string::npos || setenv(kv.substr(0, eq).c_str(), kv.c_str() + eq + 1, 1) < 0) child_fail("setenv");
-    }
-    execv(program, argv);
-    child_fail(program);
+    return s.pid;
 }

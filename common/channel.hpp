@@ -128,13 +128,13 @@ Fd channel_from_env();
 // naming an open AF_UNIX stream socket. Returns true and sets *fd_out, or false with *error set.
 bool parse_channel_fd(const char* value, int* fd_out, std::string* error);
 
-// cluster.fork(): forks and re-runs this same program (/proc/self/exe) with `argv` as a worker.
-// In the child: empty signal mask, default dispositions for SIGINT, SIGTERM, SIGCHLD, SIGPIPE,
-// SIGUSR1, SIGHUP (an ignored signal would otherwise stay ignored across exec), CLOEXEC cleared on
-// worker_end_fd only, kChannelEnv set to its number, execv. If exec fails the child reports it on
-// stderr and exits 127. Returns the child's pid, or -1 with errno set (logged) if fork failed.
-// Call it from a single-threaded process (our masters are): the child calls setenv() before exec.
+// cluster.fork(): re-runs this same program (/proc/self/exe) with `argv` as a worker, through
+// spawn_process() (spawn.hpp): the worker's stdio is ours, worker_end_fd the one descriptor
+// inherited across exec, its number in kChannelEnv. Returns the child's pid once it runs the
+// program, or -1 with errno set when it could not be started: the failed call (socketpair is the
+// caller's; fork, or in the child execve, fcntl…) and strerror are logged, and no exit status follows.
 pid_t spawn_worker(int worker_end_fd, char* const argv[]);
-// The same, running `program` instead of this program, with `env` ("KEY=VALUE" each) added to the
-// worker's environment: Node's setupPrimary({exec}) and cluster.fork(env) (lab15).
+// The same, running `program` (a path, as execv takes it: no PATH search) instead of this program,
+// with `env` ("KEY=VALUE" each) added to the worker's environment: Node's setupPrimary({exec}) and
+// cluster.fork(env) (lab15).
 pid_t spawn_worker(int worker_end_fd, char* const argv[], const char* program, const std::vector<std::string>& env);

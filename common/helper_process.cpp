@@ -35,11 +35,8 @@ bool HelperProcess::start() {
         return false;
     }
     Fd master_end(ends[0]), child_end(ends[1]);
-    // The role travels in the environment: set it for this one fork (the child copies the
-    // environment at fork), and take it back at once. Our masters are single-threaded.
-    setenv(kRoleEnv, role_.c_str(), 1);
-    pid_t pid = spawn_worker(child_end.get(), argv_);
-    unsetenv(kRoleEnv);
+    // The role travels in the child's environment only (spawn_process builds it before fork).
+    pid_t pid = spawn_worker(child_end.get(), argv_, "/proc/self/exe", {std::string(kRoleEnv) + "=" + role_});
     if (pid < 0) return false;  // logged by spawn_worker
     // child_end closes here in the master.
     pid_ = pid;

@@ -3,8 +3,8 @@
 // nginx's master forks, beside its workers, a cache manager and a cache loader that serve no
 // client; Egg.js forks an "agent" beside its app workers for the jobs that must run once (file
 // watching, a long connection to a config centre). A HelperProcess is that: this same program,
-// forked and exec'd like a worker (spawn_worker) with a channel to the master, plus the
-// environment variable CLUSTERLAB_ROLE naming what it is to be (Node: `child_process.fork(module,
+// started like a worker (spawn_worker) with a channel to the master, plus the environment
+// variable CLUSTERLAB_ROLE naming what it is to be (Node: `child_process.fork(module,
 // args, {env})`). It is not in the Cluster's table: it never gets the listening socket, and the
 // master's worker count, ready line and restart limit ignore it.
 //
@@ -38,7 +38,7 @@ public:
     HelperProcess(const HelperProcess&) = delete;
     HelperProcess& operator=(const HelperProcess&) = delete;
 
-    // Forks it (logged `fork ROLE=PID`). False if socketpair or fork failed (logged): a
+    // Starts it (logged `fork ROLE=PID`). False if socketpair, fork or exec failed (logged): a
     // per-process failure, the caller tries again later. Only while none is running.
     bool start();
     pid_t pid() const { return pid_; }
