@@ -253,7 +253,10 @@ def test_every_lab_with_a_region_makes_a_copy_whose_tests_collect(tmp_path):
         assert [p.name for p in (dest / "labs").iterdir()] == [lab.name]
         source = "\n".join(p.read_text() for p in (dest / "labs" / lab.name).rglob("*") if p.is_file())
         assert "BEGIN SOLUTION" not in source and "END SOLUTION" not in source
-        assert source.count("// TODO(exercise):") == sum(len(r) for _, r in exercise.lab_regions(lab).values())
+        regions = exercise.lab_regions(lab)
+        stubbed = "\n".join((dest / p.relative_to(REPO)).read_text() for p in regions)
+        assert stubbed.count("// TODO(exercise):") == sum(len(r) for _, r in regions.values())
+        assert f"BEGIN SOLUTION {lab.short}" not in stubbed, f"{lab.short}: a region tagged with it kept its solution"
         # Every relative link in the copy's markdown has its target in the copy.
         for md in [dest / "README.md", dest / "EXERCISE.md", *(dest / "notes").glob("*.md")]:
             for target in re.findall(r"\]\(([^)\s#]+)[^)]*\)", md.read_text()):
@@ -264,6 +267,52 @@ def test_every_lab_with_a_region_makes_a_copy_whose_tests_collect(tmp_path):
                                     *[f.name for f in lab.test_files()]], cwd=dest / "harness",
                                    capture_output=True, text=True, timeout=60)
         assert collected.returncode == 0, f"{lab.short}: {collected.stdout}{collected.stderr}"
+
+
+TAGGED = """int deal(int n) {
+    // BEGIN SOLUTION lab07: the next worker in turn
+    return next++ % n;
+    // STUB:
+    // return 0;
+    // END SOLUTION
+}
+int spawn() {
+    // BEGIN SOLUTION lab11: fork and exec
+    return fork_exec();
+    // STUB:
+    // return -1;
+    // END SOLUTION
+}
+"""
+
+
+@pytest.mark.points(1)
+def test_a_region_in_common_is_stubbed_only_for_the_lab_it_is_tagged_with():
+    for lab, gone, kept in (("lab07", "return next++ % n;", "return fork_exec();"),
+                            ("lab11", "return fork_exec();", "return next++ % n;")):
+        stubbed, regions = exercise.stub_out(TAGGED, "common/x.cpp", lab)
+        assert [r.lab for r in regions] == [lab]
+        assert gone not in stubbed and kept in stubbed, f"{lab}:\n{stubbed}"
+        assert stubbed.count("// TODO(exercise):") == 1
+        filled = exercise.fill_regions(TAGGED, "return 42;", "common/x.cpp", lab)
+        assert filled.count("return 42;") == 1 and kept in filled and gone not in filled
+
+
+@pytest.mark.points(1)
+def test_the_copy_and_the_grader_take_a_tagged_common_region_with_its_lab(tmp_path):
+    """Where a lab's region is in common/, its copy stubs that common/ file and a trusted grade
+    uses the student's version of it."""
+    tagged = [l for l in labinfo.find_labs()
+              if any(p.relative_to(REPO).parts[0] == "common" for p in exercise.lab_regions(l))]
+    if not tagged:
+        pytest.skip("no lab keeps its exercise region in common/")
+    lab = tagged[0]
+    made = tool("exercise", "--lab", lab.short, "--dest", tmp_path / "copy")
+    assert made.returncode == 0, made.stderr
+    for path in exercise.lab_regions(lab):
+        rel = path.relative_to(REPO)
+        text = (tmp_path / "copy" / rel).read_text()
+        assert f"BEGIN SOLUTION {lab.short}" not in text and "// TODO(exercise):" in text, rel
 
 
 @pytest.mark.points(1)
@@ -438,11 +487,14 @@ def failing_tests(part):
     return m.group(1).split() if m else []
 
 
-def lab_copy(tmp_path, lab, text):
-    """A student's copy as a teacher receives it: only labs/<lab>/<lab>.cpp."""
+def lab_copy(tmp_path, lab, text=None, files=None):
+    """A student's copy as a teacher receives it: labs/<lab>/<lab>.cpp (text), or the files
+    given as {path relative to the repo: text} (a region in common/ comes as common/<file>)."""
     student = tmp_path / "student"
     (student / "labs" / lab.name).mkdir(parents=True)
-    (student / "labs" / lab.name / f"{lab.name}.cpp").write_text(text)
+    for rel, body in (files or {f"labs/{lab.name}/{lab.name}.cpp": text}).items():
+        (student / rel).parent.mkdir(parents=True, exist_ok=True)
+        (student / rel).write_text(body)
     return student
 
 
@@ -475,7 +527,7 @@ def test_a_partial_solution_loses_the_points_of_the_tests_it_fails(part, tmp_pat
     lab = labinfo.resolve(part.stem)
     names = failing_tests(part)
     assert names, f"{part.name}: the first line must be // fails: test_a test_b"
-    student = lab_copy(tmp_path, lab, exercise.fill_regions(lab.main_file.read_text(), part.read_text()))
+    student = lab_copy(tmp_path, lab, files=exercise.fill_lab(lab, part.read_text()))
     done = grade("--student", student, "--lab", lab.short, "--exercise-only")
     out = done.stdout
     assert "the build failed" not in out, out

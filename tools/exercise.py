@@ -15,6 +15,12 @@ The lab authors mark the region that holds the stage's idea:
 The copy has the repo minus the other labs (Makefile, common/, harness/ with this lab's tests,
 tools/, labs/<lab>/, the lab's notes and the glossary), each region replaced by `// TODO(exercise): <what>` and the stub lines
 uncommented, and an EXERCISE.md saying what to do and how to check it (make grade LAB=labNN).
+
+A stage whose idea became a mechanism of common/ (lab07's round-robin handle, lab11's spawn) keeps
+its region there, tagged with the lab: `// BEGIN SOLUTION lab07: <what>`. Only that lab's copy
+stubs it (every other copy keeps the real code), and `make grade STUDENT=...` grades the
+student's copy of that common/ file with the lab. An untagged region belongs to the lab whose
+file holds it.
 The stubbed copy builds and runs; its graded tests fail until the student writes the idea.
 Exit status 2 when the lab has no region or a region is malformed.
 """
@@ -29,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labinfo  # noqa: E402
 
-BEGIN = re.compile(r"^(\s*)//\s*BEGIN SOLUTION:?\s*(.*?)\s*$")
+BEGIN = re.compile(r"^(\s*)//\s*BEGIN SOLUTION(?:\s+(lab\d\d))?:?\s*(.*?)\s*$")
 STUB = re.compile(r"^\s*//\s*STUB:?\s*$")
 END = re.compile(r"^\s*//\s*END SOLUTION\s*$")
 COMMENTED = re.compile(r"^(\s*)// ?(.*)$")
@@ -50,6 +56,7 @@ class Region:
     what: str
     solution: list     # the real code's lines
     stub: list         # the stub, uncommented
+    lab: str = ""      # the lab a tagged region belongs to ('' when untagged)
 
 
 def uncomment(line):
@@ -58,25 +65,33 @@ def uncomment(line):
     return m.group(1) + m.group(2) if m else line
 
 
-def stub_out(text, path="<text>"):
-    """Returns (the text with every region replaced, [Region]). Raises RegionError."""
+def belongs(tag, lab):
+    """Whether a region tagged `tag` ('' when untagged) is stubbed for `lab` (None: every region)."""
+    return lab is None or not tag or tag == lab
+
+
+def stub_out(text, path="<text>", lab=None):
+    """Returns (the text with every region of `lab` replaced, [Region]). Regions tagged for
+    another lab are kept as they are. Raises RegionError."""
     out, regions = [], []
-    state, region, indent = "code", None, ""
+    state, region, indent, raw = "code", None, "", []
     lines = text.split("\n")
     for n, line in enumerate(lines, 1):
         if state == "code":
             m = BEGIN.match(line)
             if m:
-                if not m.group(2):
+                if not m.group(3):
                     raise RegionError(f"{path}:{n}: BEGIN SOLUTION says nothing about what to write")
                 indent = m.group(1)
-                region = Region(Path(path), n, m.group(2), [], [])
-                state = "solution"
+                region = Region(Path(path), n, m.group(3), [], [], m.group(2) or "")
+                state, raw = "solution", [line]
             elif STUB.match(line) or END.match(line):
                 raise RegionError(f"{path}:{n}: {line.strip()} outside a BEGIN SOLUTION region")
             else:
                 out.append(line)
-        elif state == "solution":
+            continue
+        raw.append(line)
+        if state == "solution":
             if BEGIN.match(line):
                 raise RegionError(f"{path}:{n}: BEGIN SOLUTION inside the region opened at line {region.line}")
             if END.match(line):
@@ -87,9 +102,12 @@ def stub_out(text, path="<text>"):
                 region.solution.append(line)
         else:  # stub
             if END.match(line):
-                out.append(f"{indent}// TODO(exercise): {region.what}")
-                out.extend(region.stub)
-                regions.append(region)
+                if belongs(region.lab, lab):
+                    out.append(f"{indent}// TODO(exercise): {region.what}")
+                    out.extend(region.stub)
+                    regions.append(region)
+                else:
+                    out.extend(raw)
                 state = "code"
             elif BEGIN.match(line) or STUB.match(line):
                 raise RegionError(f"{path}:{n}: {line.strip()} inside the stub of the region at line {region.line}")
@@ -104,13 +122,14 @@ def stub_out(text, path="<text>"):
     return "\n".join(out), regions
 
 
-def fill_regions(text, filling, path="<text>"):
-    """The text with each BEGIN SOLUTION .. END SOLUTION region (both lines included) replaced
-    by `filling`: what a student wrote in place of the stub (harness/partial/labNN.part)."""
+def fill_regions(text, filling, path="<text>", lab=None):
+    """The text with each BEGIN SOLUTION .. END SOLUTION region of `lab` (both lines included)
+    replaced by `filling`: what a student wrote in place of the stub (harness/partial/labNN.part)."""
     stub_out(text, path)  # refuses a malformed region
     out, inside = [], False
     for line in text.split("\n"):
-        if not inside and BEGIN.match(line):
+        m = BEGIN.match(line) if not inside else None
+        if m and belongs(m.group(2) or "", lab):
             inside = True
             out.extend(filling.rstrip("\n").split("\n"))
         elif inside:
@@ -120,14 +139,33 @@ def fill_regions(text, filling, path="<text>"):
     return "\n".join(out)
 
 
+def common_files(root):
+    common = Path(root) / "common"
+    return sorted(p for p in common.iterdir() if p.suffix in (".cpp", ".hpp", ".h")) if common.is_dir() else []
+
+
 def lab_regions(lab):
-    """{path: (stubbed text, [Region])} for the lab's files that have regions."""
+    """{path: (stubbed text, [Region])} for the files that hold the lab's regions: its own files
+    (untagged regions, or tagged with it) and common/ files with regions tagged with it."""
     found = {}
     for path in lab.sources():
-        stubbed, regions = stub_out(path.read_text(), path.relative_to(lab.root).as_posix())
+        stubbed, regions = stub_out(path.read_text(), path.relative_to(lab.root).as_posix(), lab.short)
+        if regions:
+            found[path] = (stubbed, regions)
+    for path in common_files(lab.root):
+        stubbed, regions = stub_out(path.read_text(), path.relative_to(lab.root).as_posix(), lab.short)
+        regions = [r for r in regions if r.lab == lab.short]
         if regions:
             found[path] = (stubbed, regions)
     return found
+
+
+def fill_lab(lab, filling):
+    """{path relative to the repo: text} for every file holding the lab's regions, each region
+    replaced by `filling` (a partial solution, harness/partial/labNN.part)."""
+    return {path.relative_to(lab.root).as_posix():
+            fill_regions(path.read_text(), filling, path.relative_to(lab.root).as_posix(), lab.short)
+            for path in lab_regions(lab)}
 
 
 def notes_section(lab, title_word):

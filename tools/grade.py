@@ -21,8 +21,10 @@ exercise test: on all its tests), 1 below, 2 when there is nothing to grade.
 
 --student (make grade LAB=lab07 STUDENT=path) is for teachers: it copies this tree's Makefile,
 common/, harness/ and tools/ (and its build outputs, so only the lab is compiled) into a temporary
-directory, puts the student's labs/labNN_*/ source files in, builds and grades there, and removes
-the directory. Whatever the student changed in harness/ or common/ plays no part.
+directory, puts the student's labs/labNN_*/ source files in (and the student's copy of a common/
+file that holds the lab's exercise region, tagged `// BEGIN SOLUTION labNN:`), builds and grades
+there, and removes the directory. Whatever else the student changed in harness/ or common/ plays
+no part.
 Needs a Python with pytest (make grade finds one); the plugin is tools/grade_plugin.py.
 """
 import argparse
@@ -36,6 +38,7 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
+import exercise  # noqa: E402
 import labinfo  # noqa: E402
 
 
@@ -174,6 +177,12 @@ def trusted_tree(student, labs, teacher=labinfo.REPO):
             name = rel.name.replace(src.name, lab.name, 1) if rel.name.startswith(src.name) else rel.name
             (dest / rel.parent).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, dest / rel.parent / name)
+        # A stage whose idea lives in common/ (a region tagged with the lab): the student's copy
+        # of that file is graded with the lab, when the copy has it.
+        for path in exercise.lab_regions(lab):
+            rel = path.relative_to(lab.root)
+            if rel.parts[0] == "common" and (student / rel).is_file():
+                shutil.copyfile(student / rel, work / rel)
     return work, missing
 
 
