@@ -1,7 +1,7 @@
+// cluster_module.cpp — the façade of cluster_module.hpp: the primary's side (Node's names over
+// Cluster, RoundRobinHandle and the reload) and the worker's (WorkerProcess).
 #include "cluster_module.hpp"
 
-#include "cluster.hpp"
-#include "event_loop.hpp"
 #include "log.hpp"
 #include "net.hpp"
 #include "process.hpp"
@@ -10,8 +10,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
-#include <map>
 #include <memory>
 #include <sys/epoll.h>
 #include <sys/wait.h>
@@ -41,14 +39,9 @@ namespace {
 // This program's own command line, for workers that re-run it (Node: process.argv).
 std::vector<std::string> own_command_line() {
     std::ifstream in("/proc/self/cmdline", std::ios::binary);
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::vector<std::string> args;
-    size_t start = 0;
-    for (size_t i = 0; i < all.size(); ++i) {
-        if (all[i] != '\0') continue;
-        args.push_back(all.substr(start, i - start));
-        start = i + 1;
-    }
+    for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+    if (args.empty()) args.push_back("worker");
     return args;
 }
 
@@ -71,31 +64,30 @@ struct Reload {
     int new_id = 0;             // the replacement we wait for, or 0
     EventLoop::TimerId timer = 0;
     long long started_ms = 0;
-    std::vector<std::function<void(bool)>> done;
 };
+
+template <typename... Args, typename Fn>
+void emit(const std::vector<Fn>& listeners, Args&&... args) {
+    auto copy = listeners;  // a listener may add listeners
+    for (auto& fn : copy) fn(args...);
+}
 
 }  // namespace
 
 struct Primary {
     EventLoop loop;
-    ::Cluster table;
+    ::Cluster table{loop, nullptr};
     Settings settings;
     bool set_up = false;
     int next_id = 1;
     std::vector<std::unique_ptr<Worker>> workers;  // oldest first
-    std::vector<std::unique_ptr<ServerHandle>> servers;
-    bool shutting_down = false;
+    std::vector<std::unique_ptr<ServerHandle>> servers;  // by key; the loop's callbacks hold them
     int exit_code = 0;
     std::optional<Reload> reload;
     bool reload_again = false;  // a reload asked for while one ran
-    std::vector<std::function<void(bool)>> reload_again_done;
     int generation = 0;
-
-    std::vector<std::function<void(const Settings&)>> on_setup;
-    std::vector<std::function<void(Worker&)>> on_fork, on_online, on_disconnect;
     std::vector<std::function<void(Worker&, const Address&)>> on_listening;
     std::vector<std::function<void(Worker&, int, int)>> on_exit;
-    std::vector<std::function<void(Worker&, const JsonObject&)>> on_message;
 
     Primary();
     Worker* find(pid_t pid);
@@ -106,36 +98,23 @@ struct Primary {
     ServerHandle* open_server(const Address& address, std::string* error);
     void accept_and_deal(ServerHandle& h);
     void send_handoffs(ServerHandle& h, std::vector<RoundRobinHandle::Handoff> work);
-    void retire_from_servers(Worker& w);  // leaving: deal it nothing more
-    void leave_servers(Worker& w);        // gone: deal its unconfirmed connections again
     void reaped(const ::Worker& proc, int status);
-    void shutdown(const char* signal_name);
-    // reload
-    void start_reload(std::vector<std::function<void(bool)>> done);
+    void start_reload();
     void reload_step();
-    void reload_finish(bool ok, const std::string& reason);
     void reload_listening(Worker& w);
-    void reload_exit(Worker& w);
+    void reload_finish(bool ok, const std::string& reason);
 };
 
 namespace {
 Primary& primary() {
-    static Primary* p = new Primary();  // lives as long as the process, as Node's module does
-    return *p;
-}
-
-template <typename... Args, typename Fn>
-void emit(const std::vector<Fn>& listeners, Args&&... args) {
-    auto copy = listeners;  // a listener may add listeners
-    for (auto& fn : copy) fn(args...);
+    static Primary p;  // lives as long as the process, as Node's module does
+    return p;
 }
 }  // namespace
 
-Primary::Primary() : table(loop, nullptr) {
+Primary::Primary() {
     table.on_message([this](::Worker& proc, Message& m) { handle_message(proc, m); });
     table.on_exit([this](const ::Worker& proc, int status) { reaped(proc, status); });
-    loop.on_signal(SIGINT, [this] { shutdown("SIGINT"); });
-    loop.on_signal(SIGTERM, [this] { shutdown("SIGTERM"); });
 }
 
 Worker* Primary::find(pid_t pid) {
@@ -161,37 +140,32 @@ void Primary::handle_message(::Worker& proc, Message& m) {
     if (!w) return;
     const JsonObject& body = m.body;
     std::string act = body.get_string("act");
-    if (act == "online") {
-        emit(on_online, *w);
-    } else if (act == "queryServer") {
-        query_server(*w, body);
-    } else if (act == "listening") {
-        w->listening_ = true;
-        Address a{body.get_string("host"), static_cast<int>(body.get_int("port"))};
-        emit(on_listening, *w, a);
-        reload_listening(*w);
-    } else if (act == "accepted" || act == "refused") {
-        size_t key = static_cast<size_t>(body.get_int("handle"));
-        if (key >= servers.size()) return;
-        ServerHandle& h = *servers[key];
-        auto id = static_cast<std::uint64_t>(body.get_int("id"));
-        if (act == "refused") {
-            log_event("refused worker=%d id=%llu reason=%s: dealt again", w->pid_, static_cast<unsigned long long>(id),
-                      body.get_string("reason").c_str());
-            return send_handoffs(h, h.rr.refuse(w->pid_, id, monotonic_ms()));
-        }
-        bool known = false;
-        auto next = h.rr.acknowledge(w->pid_, id, monotonic_ms(), &known);
-        if (!known) log_event("error message act=accepted id=%llu from worker=%d matches no handoff",
-                              static_cast<unsigned long long>(id), w->pid_);
-        send_handoffs(h, std::move(next));
-    } else if (act == "disconnecting") {
-        // worker.disconnect() called inside the worker: deal it nothing more.
-        w->exited_after_disconnect_ = true;
-        retire_from_servers(*w);
-    } else if (act.empty() && !body.has("cmd")) {
-        emit(on_message, *w, body);
+    if (act == "queryServer") return query_server(*w, body);
+    if (act == "listening") {
+        emit(on_listening, *w, Address{body.get_string("host"), static_cast<int>(body.get_int("port"))});
+        return reload_listening(*w);
     }
+    if (act == "disconnecting") {  // worker.disconnect() called inside the worker: deal it nothing more
+        w->exited_after_disconnect_ = true;
+        for (auto& h : servers) h->rr.retire(w->pid_);
+        return;
+    }
+    if (act != "accepted" && act != "refused") return;
+    size_t key = static_cast<size_t>(body.get_int("handle"));
+    if (key >= servers.size()) return;
+    ServerHandle& h = *servers[key];
+    auto id = static_cast<std::uint64_t>(body.get_int("id"));
+    if (act == "refused") {
+        log_event("refused worker=%d id=%llu reason=%s: dealt again", w->pid_, static_cast<unsigned long long>(id),
+                  body.get_string("reason").c_str());
+        return send_handoffs(h, h.rr.refuse(w->pid_, id, monotonic_ms()));
+    }
+    bool known = false;
+    auto next = h.rr.acknowledge(w->pid_, id, monotonic_ms(), &known);
+    if (!known)
+        log_event("error message act=accepted id=%llu from worker=%d matches no handoff",
+                  static_cast<unsigned long long>(id), w->pid_);
+    send_handoffs(h, std::move(next));
 }
 
 ServerHandle* Primary::open_server(const Address& address, std::string* error) {
@@ -205,28 +179,24 @@ ServerHandle* Primary::open_server(const Address& address, std::string* error) {
     lo.nonblocking = true;
     Fd listener = listen_tcp(lo, error);
     if (!listener) return nullptr;
-    auto h = std::make_unique<ServerHandle>();
-    h->key = static_cast<int>(servers.size());
+    auto& h = servers.emplace_back(std::make_unique<ServerHandle>());
+    h->key = static_cast<int>(servers.size() - 1);
     h->address = address;
     h->listener = std::move(listener);
     ServerHandle* raw = h.get();
-    servers.push_back(std::move(h));
-    if (settings.policy == Policy::rr) {
-        int fd = raw->listener.get();
-        if (!loop.add(fd, EPOLLIN, [this, raw](uint32_t) { accept_and_deal(*raw); })) die_errno("epoll_ctl(listener)");
-    }
+    if (settings.policy == Policy::rr && !loop.add(raw->listener.get(), EPOLLIN, [this, raw](uint32_t) { accept_and_deal(*raw); }))
+        die_errno("epoll_ctl(listener)");
     return raw;
 }
 
 void Primary::query_server(Worker& w, const JsonObject& body) {
     Address asked{body.get_string("host", "127.0.0.1"), static_cast<int>(body.get_int("port"))};
+    ::Worker* proc = process_of(w);
+    if (!proc) return;
     std::string error;
     ServerHandle* h = open_server(asked, &error);
     JsonObject reply = msg("cmd", "server");
     reply.set("host", asked.host);
-    reply.set("asked", asked.port);  // what the worker's listen() named (0 included)
-    ::Worker* proc = process_of(w);
-    if (!proc) return;
     if (!h) {
         reply.set("error", error);
         table.send(*proc, reply);
@@ -274,8 +244,7 @@ void Primary::send_handoffs(ServerHandle& h, std::vector<RoundRobinHandle::Hando
     // Something is due later (the worker in turn would count as stuck, a connection is to be
     // taken back from a stuck worker): look again then.
     long long deadline = h.rr.next_deadline();
-    if (deadline < 0) return;
-    if (h.stuck_check && h.stuck_check_at <= deadline) return;
+    if (deadline < 0 || (h.stuck_check && h.stuck_check_at <= deadline)) return;
     if (h.stuck_check) loop.cancel_timer(h.stuck_check);
     h.stuck_check_at = deadline;
     h.stuck_check = loop.add_timer(std::max(1LL, deadline - monotonic_ms()), [this, &h] {
@@ -284,47 +253,29 @@ void Primary::send_handoffs(ServerHandle& h, std::vector<RoundRobinHandle::Hando
     });
 }
 
-void Primary::retire_from_servers(Worker& w) {
-    for (auto& h : servers) h->rr.retire(w.pid_);
-}
-
-void Primary::leave_servers(Worker& w) {
-    for (auto& h : servers) send_handoffs(*h, h->rr.remove(w.pid_, monotonic_ms()));
-}
-
 void Primary::reaped(const ::Worker& proc, int status) {
     auto it = std::find_if(workers.begin(), workers.end(), [&](auto& w) { return w->pid_ == proc.pid; });
     if (it == workers.end()) return;
     std::unique_ptr<Worker> w = std::move(*it);
     workers.erase(it);  // cluster.workers no longer lists it when 'exit' is emitted
     w->dead_ = true;
-    w->connected_ = false;
-    w->listening_ = false;
-    leave_servers(*w);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    emit(on_disconnect, *w);
-    reload_exit(*w);
-    emit(on_exit, *w, code, sig);
-    if (shutting_down && workers.empty()) loop.stop();
-}
-
-void Primary::shutdown(const char* signal_name) {
-    if (shutting_down) return;  // a second Ctrl-C changes nothing: the deadline stands
-    shutting_down = true;
-    if (reload) reload_finish(false, "shutdown");
-    log_event("shutdown signal=%s workers=%zu", signal_name, workers.size());
-    for (auto& w : workers) w->disconnect();
-    if (workers.empty()) return loop.stop();
-    loop.add_timer(settings.shutdown_timeout_ms, [this] {
-        for (auto& w : workers) {
-            log_event("kill worker=%d reason=shutdown-timeout", w->pid_);
-            w->kill(SIGKILL);
-        }
-    });
+    for (auto& h : servers) send_handoffs(*h, h->rr.remove(w->pid_, monotonic_ms()));  // deal its unconfirmed again
+    if (reload && w->id_ == reload->new_id) reload_finish(false, "new worker exited before listening");
+    emit(on_exit, *w, WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 // --- rolling reload (lab14) ----------------------------------------------------------------
+
+void Primary::start_reload() {
+    Reload r;
+    r.generation = ++generation;
+    r.started_ms = monotonic_ms();
+    for (auto& w : workers)
+        if (!w->exited_after_disconnect_) r.old_ids.push_back(w->id_);
+    reload = std::move(r);
+    log_event("reload start generation=%d workers=%zu", reload->generation, reload->old_ids.size());
+    reload_step();
+}
 
 void Primary::reload_step() {
     Reload& r = *reload;
@@ -339,13 +290,12 @@ void Primary::reload_step() {
         return reload_finish(true, "");
     }
     Worker* old = find_id(r.old_ids[r.next]);
-    Worker* fresh = cluster::fork(old->env_);
+    Worker* fresh = cluster::fork();
     if (!fresh) return reload_finish(false, "fork failed");
     r.new_id = fresh->id_;
     log_event("reload step generation=%d slot=%zu old=%d new=%d", r.generation, r.next, old->pid_, fresh->pid_);
     r.timer = loop.add_timer(settings.listen_timeout_ms, [this] {
         reload->timer = 0;
-        if (Worker* late = find_id(reload->new_id)) late->kill(SIGKILL);
         reload_finish(false, "listen-timeout");
     });
 }
@@ -366,11 +316,6 @@ void Primary::reload_listening(Worker& w) {
     reload_step();
 }
 
-void Primary::reload_exit(Worker& w) {
-    if (!reload || w.id_ != reload->new_id) return;
-    reload_finish(false, "new worker exited before listening");
-}
-
 void Primary::reload_finish(bool ok, const std::string& reason) {
     Reload r = std::move(*reload);
     reload.reset();
@@ -380,28 +325,20 @@ void Primary::reload_finish(bool ok, const std::string& reason) {
         log_event("reload aborted generation=%d reason=\"%s\" replaced=%zu/%zu", r.generation, reason.c_str(), r.next,
                   r.old_ids.size());
     }
-    for (auto& fn : r.done)
-        if (fn) fn(ok);
-    if (reload_again && !shutting_down) {
+    if (reload_again) {
         reload_again = false;
-        auto done = std::move(reload_again_done);
-        reload_again_done.clear();
-        start_reload(std::move(done));  // one reload for every SIGHUP that came during the last
+        start_reload();  // one reload for every SIGHUP that came during the last
     }
 }
 
 // ----------------------------------------------------------------------- the public API
 
-bool Worker::send(const JsonObject& message) {
-    ::Worker* proc = primary().process_of(*this);
-    return proc && primary().table.send(*proc, message);
-}
-
 void Worker::disconnect() {
     if (dead_) return;
     exited_after_disconnect_ = true;
-    primary().retire_from_servers(*this);
-    if (::Worker* proc = primary().process_of(*this)) primary().table.send(*proc, msg("cmd", "disconnect"));
+    Primary& p = primary();
+    for (auto& h : p.servers) h->rr.retire(pid_);
+    if (::Worker* proc = p.process_of(*this)) p.table.send(*proc, msg("cmd", "disconnect"));
 }
 
 void Worker::kill(int sig) {
@@ -414,47 +351,39 @@ void setup_primary(Settings s) {
         if (auto policy = parse_policy(env)) s.policy = *policy;
         else log_event("error %s=%s is neither rr nor none: using %s", kPolicyEnv, env, policy_name(s.policy));
     }
-    std::vector<std::string> argv = own_command_line();
-    if (argv.empty()) argv.push_back("worker");
-    if (!s.exec.empty()) {
-        argv = {s.exec};
-        argv.insert(argv.end(), s.args.begin(), s.args.end());
-        p.table.set_program(s.exec, argv);
-    } else {
-        if (!s.args.empty()) argv.resize(1), argv.insert(argv.end(), s.args.begin(), s.args.end());
-        else s.args.assign(argv.begin() + 1, argv.end());
-        p.table.set_program("/proc/self/exe", argv);
-    }
+    std::vector<std::string> own = own_command_line();
+    if (s.exec.empty() && s.args.empty()) s.args.assign(own.begin() + 1, own.end());
+    std::vector<std::string> argv{s.exec.empty() ? own[0] : s.exec};
+    argv.insert(argv.end(), s.args.begin(), s.args.end());
+    p.table.set_program(s.exec.empty() ? "/proc/self/exe" : s.exec, argv);
     p.settings = std::move(s);
     p.set_up = true;
+    // SIGINT/SIGTERM: no reload starts any more, every worker is disconnected (dealt nothing
+    // more, then SIGTERM: it drains), and the loop stops when the last one has exited.
+    stop_cluster_on_signals(p.loop, p.table, p.settings.shutdown_timeout_ms, {}, [&p] {
+        p.reload_again = false;
+        if (p.reload) p.reload_finish(false, "shutdown");
+        for (auto& w : p.workers) w->disconnect();
+    });
     log_event("setup exec=%s policy=%s", p.settings.exec.empty() ? "self" : p.settings.exec.c_str(),
               policy_name(p.settings.policy));
-    emit(p.on_setup, p.settings);
 }
 
-const Settings& settings() { return primary().settings; }
-
-Worker* fork(const std::vector<std::string>& env) {
+Worker* fork() {
     Primary& p = primary();
     if (!p.set_up) setup_primary();
-    if (p.shutting_down) {  // every worker is on its way out, and so is the primary
+    if (p.table.shutting_down()) {  // every worker is on its way out, and so is the primary
         log_event("fork refused reason=shutdown");
         return nullptr;
     }
     int id = p.next_id;
-    std::vector<std::string> full = env;
-    full.push_back(std::string(kUniqueIdEnv) + "=" + std::to_string(id));
-    ::Worker* proc = p.table.fork_worker(static_cast<int>(p.workers.size()), full);
+    ::Worker* proc = p.table.fork_worker(id, {std::string(kUniqueIdEnv) + "=" + std::to_string(id)});
     if (!proc) return nullptr;  // logged (fork or socketpair): the caller may try again later
     ++p.next_id;
-    auto w = std::make_unique<Worker>();
+    auto& w = p.workers.emplace_back(std::make_unique<Worker>());
     w->id_ = id;
     w->pid_ = proc->pid;
-    w->env_ = env;
-    Worker* raw = w.get();
-    p.workers.push_back(std::move(w));
-    emit(p.on_fork, *raw);
-    return raw;
+    return w.get();
 }
 
 std::vector<Worker*> workers() {
@@ -463,42 +392,16 @@ std::vector<Worker*> workers() {
     return out;
 }
 
-void on_setup(std::function<void(const Settings&)> fn) { primary().on_setup.push_back(std::move(fn)); }
-void on_fork(std::function<void(Worker&)> fn) { primary().on_fork.push_back(std::move(fn)); }
-void on_online(std::function<void(Worker&)> fn) { primary().on_online.push_back(std::move(fn)); }
 void on_listening(std::function<void(Worker&, const Address&)> fn) { primary().on_listening.push_back(std::move(fn)); }
-void on_disconnect(std::function<void(Worker&)> fn) { primary().on_disconnect.push_back(std::move(fn)); }
 void on_exit(std::function<void(Worker&, int, int)> fn) { primary().on_exit.push_back(std::move(fn)); }
-void on_message(std::function<void(Worker&, const JsonObject&)> fn) { primary().on_message.push_back(std::move(fn)); }
 
-void rolling_reload(std::function<void(bool)> done) {
+void rolling_reload() {
     Primary& p = primary();
-    if (p.shutting_down) {
-        if (done) done(false);
-        return;
-    }
-    if (p.reload) {  // several SIGHUPs during one reload make one more reload, after it
-        if (!p.reload_again) log_event("reload queued after=%d", p.generation);
-        p.reload_again = true;
-        p.reload_again_done.push_back(std::move(done));
-        return;
-    }
-    p.start_reload({std::move(done)});
+    if (p.table.shutting_down()) return;
+    if (!p.reload) return p.start_reload();
+    if (!p.reload_again) log_event("reload queued after=%d", p.generation);  // several SIGHUPs: one more reload
+    p.reload_again = true;
 }
-
-void Primary::start_reload(std::vector<std::function<void(bool)>> done) {
-    Reload r;
-    r.generation = ++generation;
-    r.started_ms = monotonic_ms();
-    for (auto& w : workers)
-        if (!w->exited_after_disconnect_) r.old_ids.push_back(w->id_);
-    r.done = std::move(done);
-    reload = std::move(r);
-    log_event("reload start generation=%d workers=%zu", reload->generation, reload->old_ids.size());
-    reload_step();
-}
-
-bool reloading() { return primary().reload.has_value(); }
 
 int run() {
     Primary& p = primary();
@@ -516,128 +419,84 @@ EventLoop& loop() { return primary().loop; }
 
 // =============================================================================== a worker
 
-struct WorkerProcess::State {
-    explicit State(const ConnectionLimits& limits) : loop(), master(loop), http(loop, limits) {}
-    EventLoop loop;
-    MasterLink master;
-    HttpServer http;
-    int id = 0;
-    std::vector<Fd> listeners;  // under Policy::none: our copies of the primary's sockets
-    std::map<std::string, std::function<void(int)>> waiting_listen;  // "host:port" asked for
-    std::function<void(const JsonObject&)> on_message;
-    bool leaving = false;
-    bool finished = false;
-    int exit_code = 0;
-};
-
-namespace {
-std::string address_key(const std::string& host, long port) { return host + ":" + std::to_string(port); }
-}  // namespace
-
-WorkerProcess::WorkerProcess(const ConnectionLimits& limits) {
-    const char* id = std::getenv(kUniqueIdEnv);
-    int number = id ? std::atoi(id) : 0;
+WorkerProcess::WorkerProcess(const ConnectionLimits& limits) : rt_(limits) {
     is_worker();  // remembered before the variable goes
     unsetenv(kUniqueIdEnv);
-    state_ = new State(limits);
-    State& s = *state_;
-    s.id = number;
-    s.master.on_message([this](Message& m) {
-        State& s = *state_;
-        std::string cmd = m.body.get_string("cmd");
-        if (cmd == "connection") {
-            // rr: the primary accepted this one for us. Confirm in the same turn of the loop,
-            // before reading a byte of it, so the primary can close its copy and deal us more.
-            // Refused when it comes too late (the primary may have taken it back while we were
-            // stopped) or without its fd: the primary deals it to someone else.
-            JsonObject answer = msg("act", "accepted");
-            if (!m.fd) {
-                answer = msg("act", "refused");
-                answer.set("reason", "no-fd");
-            } else if (monotonic_ms() - m.body.get_int("sent_ms") > m.body.get_int("late_ms")) {
-                answer = msg("act", "refused");  // our copy closes unread
-                answer.set("reason", "late");
-            } else {
-                s.http.adopt(std::move(m.fd));
-            }
-            answer.set("id", m.body.get_int("id"));
-            answer.set("handle", m.body.get_int("handle"));
-            s.master.send(answer);
-        } else if (cmd == "server") {
-            std::string host = m.body.get_string("host");
-            if (m.body.has("error")) {
-                // Node emits 'error' on the server; nobody handles it, so the worker dies.
-                log_event("fatal listen %s: %s", host.c_str(), m.body.get_string("error").c_str());
-                s.exit_code = 1;
-                s.finished = true;
-                s.loop.stop();
-                return;
-            }
-            int port = static_cast<int>(m.body.get_int("port"));
-            if (m.fd) {  // none: accept on the primary's socket ourselves
-                int fd = m.fd.get();
-                arm_accept_spare();
-                if (!s.loop.add(fd, EPOLLIN, [&s, fd](uint32_t) { s.http.accept_all(fd); })) die_errno("epoll_ctl(listener)");
-                s.listeners.push_back(std::move(m.fd));
-            }
-            JsonObject listening = msg("act", "listening");
-            listening.set("host", host);
-            listening.set("port", port);
-            s.master.send(listening);
-            auto it = s.waiting_listen.find(address_key(host, m.body.get_int("asked")));
-            if (it != s.waiting_listen.end()) {
-                auto fn = std::move(it->second);
-                s.waiting_listen.erase(it);
-                if (fn) fn(port);
-            }
-        } else if (cmd == "disconnect") {
-            disconnect();
-        } else if (cmd.empty() && !m.body.has("act") && s.on_message) {
-            s.on_message(m.body);
-        }
-    });
+    rt_.master.on_message([this](Message& m) { on_primary(m); });
     // The primary's SIGTERM, or anyone's: leave gracefully, as on worker.disconnect().
-    s.loop.on_signal(SIGTERM, [this] { disconnect(); });
+    rt_.loop.on_signal(SIGTERM, [this] { disconnect(); });
 }
 
-WorkerProcess::~WorkerProcess() { delete state_; }
+void WorkerProcess::on_primary(Message& m) {
+    std::string cmd = m.body.get_string("cmd");
+    if (cmd == "connection") confirm(m);
+    else if (cmd == "server") serve(m);
+    else if (cmd == "disconnect") disconnect();
+}
 
-int WorkerProcess::id() const { return state_->id; }
-HttpServer& WorkerProcess::http() { return state_->http; }
-EventLoop& WorkerProcess::loop() { return state_->loop; }
+void WorkerProcess::confirm(Message& m) {
+    // rr: the primary accepted this one for us. Confirm in the same turn of the loop, before
+    // reading a byte of it, so the primary can close its copy and deal us more. Refused when it
+    // comes too late (the primary may have taken it back while we were stopped) or without its
+    // fd: the primary deals it to someone else.
+    const char* refused = nullptr;
+    if (!m.fd) refused = "no-fd";
+    else if (monotonic_ms() - m.body.get_int("sent_ms") > m.body.get_int("late_ms")) refused = "late";  // closes unread
+    JsonObject answer = msg("act", refused ? "refused" : "accepted");
+    if (refused) answer.set("reason", refused);
+    else rt_.http.adopt(std::move(m.fd));
+    answer.set("id", m.body.get_int("id"));
+    answer.set("handle", m.body.get_int("handle"));
+    rt_.master.send(answer);
+}
 
-bool WorkerProcess::send(const JsonObject& message) { return state_->master.send(message); }
+void WorkerProcess::serve(Message& m) {
+    std::string host = m.body.get_string("host");
+    if (m.body.has("error")) {
+        // Node emits 'error' on the server; nobody handles it, so the worker dies.
+        log_event("fatal listen %s: %s", host.c_str(), m.body.get_string("error").c_str());
+        exit_code_ = 1;
+        finished_ = true;
+        rt_.loop.stop();
+        return;
+    }
+    if (m.fd) {  // none: accept on the primary's socket ourselves
+        int fd = m.fd.get();
+        arm_accept_spare();
+        if (!rt_.loop.add(fd, EPOLLIN, [this, fd](uint32_t) { rt_.http.accept_all(fd); })) die_errno("epoll_ctl(listener)");
+        listeners_.push_back(std::move(m.fd));
+    }
+    JsonObject listening = msg("act", "listening");
+    listening.set("host", host);
+    listening.set("port", m.body.get_int("port"));
+    rt_.master.send(listening);
+}
 
-void WorkerProcess::on_message(std::function<void(const JsonObject&)> fn) { state_->on_message = std::move(fn); }
-
-void WorkerProcess::listen(long port, const std::string& host, std::function<void(int)> on_listening) {
-    state_->waiting_listen[address_key(host, port)] = std::move(on_listening);
+void WorkerProcess::listen(long port, const std::string& host) {
     JsonObject query = msg("act", "queryServer");
     query.set("host", host);
     query.set("port", static_cast<std::int64_t>(port));
-    state_->master.send(query);
+    rt_.master.send(query);
 }
 
 void WorkerProcess::disconnect() {
-    State& s = *state_;
-    if (s.leaving) return;
-    s.leaving = true;
-    s.master.send(msg("act", "disconnecting"));  // no more connections for us (rr)
-    for (Fd& l : s.listeners) s.loop.remove(l.get());
-    s.listeners.clear();  // none: the primary keeps its copy, so no client is refused
-    s.http.drain([&s] {
-        s.finished = true;
-        s.loop.stop();
+    if (leaving_) return;
+    leaving_ = true;
+    rt_.master.send(msg("act", "disconnecting"));  // no more connections for us (rr)
+    for (Fd& l : listeners_) rt_.loop.remove(l.get());
+    listeners_.clear();  // none: the primary keeps its copy, so no client is refused
+    rt_.http.drain([this] {
+        finished_ = true;
+        rt_.loop.stop();
     });
-    log_event("disconnect draining=%zu", s.http.connection_count());
+    log_event("disconnect draining=%zu", rt_.http.connection_count());
 }
 
 int WorkerProcess::run() {
-    State& s = *state_;
-    s.master.send(msg("act", "online"));
-    while (!s.finished) s.loop.run();
-    s.master.flush_blocking();
-    return s.exit_code;
+    rt_.master.send(msg("act", "online"));
+    while (!finished_) rt_.loop.run();
+    rt_.master.flush_blocking();
+    return exit_code_;
 }
 
 }  // namespace cluster

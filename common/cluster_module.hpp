@@ -1,53 +1,50 @@
-// cluster_module.hpp — Node's `cluster` module in C++: labs 05–14 behind a few names (lab15).
+// cluster_module.hpp — Node's `cluster` module in C++ (lab15): Node's names over the mechanisms
+// labs 05–14 put in common/. The module adds no mechanism of its own; it is the façade:
 //
-// Every earlier cluster lab built one piece by hand; this module packages them, under Node's
-// names, so that the material's cluster example is a short program (labs/lab15_cluster):
-//
-//   Node                                     here                                  built in
-//   cluster.isPrimary (isMaster)             cluster::is_primary()                 lab05
-//   cluster.isWorker, NODE_UNIQUE_ID         cluster::is_worker(), CLUSTERLAB_UNIQUE_ID
-//   cluster.setupPrimary({exec, args})       cluster::setup_primary(settings)       lab15
-//   cluster.settings                         cluster::settings()
-//   cluster.schedulingPolicy                 Settings::policy, or the environment:  lab06/07
-//     NODE_CLUSTER_SCHED_POLICY=rr|none        CLUSTERLAB_SCHED_POLICY=rr|none
-//   cluster.fork(env)                        cluster::fork(env)                     lab05
-//   cluster.workers                          cluster::workers()
-//   cluster.on('fork' | 'online' | 'listening' | 'disconnect' | 'exit' | 'message' | 'setup')
-//                                            cluster::on_fork(fn) … on_setup(fn)    lab05
-//   worker.id, worker.process.pid            Worker::id(), Worker::pid()
-//   worker.send(message)                     Worker::send(message)                  lab05
-//   worker.disconnect()                      Worker::disconnect(): stop accepting,  lab08
-//                                              drain, exit 0
-//   worker.exitedAfterDisconnect             Worker::exited_after_disconnect()      lab14
-//   worker.kill(signal)                      Worker::kill(sig)
-//   worker.isDead(), worker.isConnected()    Worker::is_dead(), is_connected()
-//   (a worker) process.send, process.on('message')    WorkerProcess::send, on_message
-//   (a worker) server.listen(port)           WorkerProcess::listen(port): asks the   lab05/07
-//                                              primary for the handle of that address
+//   Node                                  here                                   the mechanism, where it lives
+//   cluster.isPrimary, cluster.isWorker   cluster::is_primary(), is_worker()     CLUSTERLAB_UNIQUE_ID (Node: NODE_UNIQUE_ID)
+//   cluster.setupPrimary({exec, args})    cluster::setup_primary(settings)       Cluster::set_program (cluster.hpp)
+//   cluster.schedulingPolicy              Settings::policy, or the environment:
+//     NODE_CLUSTER_SCHED_POLICY=rr|none     CLUSTERLAB_SCHED_POLICY=rr|none
+//   cluster.fork()                        cluster::fork()                        Cluster::fork_worker, spawn_worker (channel.hpp)
+//   cluster.workers                       cluster::workers()                     Cluster's process table (cluster.hpp)
+//   cluster.on('listening' | 'exit')      cluster::on_listening(fn), on_exit(fn)
+//   worker.id, worker.process.pid         Worker::id(), Worker::pid()
+//   worker.disconnect()                   Worker::disconnect(): dealt nothing     HttpServer::drain (lab08)
+//                                           more, it drains and exits 0
+//   worker.exitedAfterDisconnect          Worker::exited_after_disconnect()
+//   worker.kill(signal)                   Worker::kill(sig)
+//   SCHED_RR's RoundRobinHandle           one per listening address             RoundRobinHandle (round_robin_handle.hpp, lab07)
+//   (PM2's reload)                        cluster::rolling_reload()              lab14's rolling reload
+//   SIGINT/SIGTERM in the primary         disconnect every worker, then exit 0   stop_cluster_on_signals (master_worker.hpp)
+//   (a worker) http.createServer(fn)      WorkerProcess::http().set_routes(fn)   HttpServer (http_server.hpp)
+//   (a worker) server.listen(port)        WorkerProcess::listen(port, host)
+//   (a worker) cluster.worker.disconnect  WorkerProcess::disconnect()
 //
 // What the module does not decide, as in Node: whether a dead worker is replaced. It reports
 // (`exit`, with exited_after_disconnect() telling a crash from a requested exit) and the
-// program decides; RestartWindow (lab10) and rolling_reload() (lab14) are there to help.
+// program decides (lab15: with lab10's RestartWindow).
 //
 // The handle of an address. A worker's listen(port, host) is a request to the primary
 // ({"act":"queryServer"}), which opens the socket once per address and keeps it for its whole
 // life (so workers come and go and no client is refused: lab10's lesson). With policy `none`
 // the primary sends the socket itself and the workers accept on it (lab05: the kernel decides
 // who gets a connection); with `rr` the socket never leaves the primary, which accepts and
-// deals the connections (lab07, with Node's free list: RoundRobinHandle). listen(0) in every
-// worker therefore gives every worker the same port, as Node documents.
+// deals the connections (lab07's RoundRobinHandle). listen(0) in every worker therefore gives
+// every worker the same port, as Node documents.
 //
 // The log: the contract's events, as Cluster writes them (fork, online, listening, disconnect,
 // exit), plus `setup`, `reload …` and `shutdown`.
 //
 // Ownership: the primary's state (process table, channels, listening sockets, dealt
-// connections) lives in this module for the life of the process, as Node's does; a Worker object
-// lives in cluster::workers() until its exit event has been delivered.
+// connections) lives in this module for the life of the process, as Node's does. A worker's
+// WorkerProcess owns its loop, its channel and its connections; it is neither copied nor moved
+// (its loop's callbacks refer to it).
 #pragma once
 
 #include "http.hpp"
 #include "http_server.hpp"
-#include "json.hpp"
+#include "master_worker.hpp"
 
 #include <csignal>
 #include <functional>
@@ -55,9 +52,6 @@
 #include <string>
 #include <sys/types.h>
 #include <vector>
-
-class EventLoop;
-class MasterLink;
 
 namespace cluster {
 
@@ -72,8 +66,8 @@ constexpr const char* kUniqueIdEnv = "CLUSTERLAB_UNIQUE_ID";
 
 struct Settings {
     std::string exec;               // the worker program; empty: this program again
-    std::vector<std::string> args;  // its arguments (argv[1]…); for this program: our own
-    Policy policy = Policy::rr;     // from kPolicyEnv when set, as Node reads its variable
+    std::vector<std::string> args;  // its arguments (argv[1]…); empty: our own
+    Policy policy = Policy::rr;     // kPolicyEnv wins when set, as Node reads its variable
     long listen_timeout_ms = 3000;  // rolling_reload(): how long a new worker has to listen
     long shutdown_timeout_ms = 10000;  // SIGINT/SIGTERM: how long workers may drain
 };
@@ -87,26 +81,19 @@ class Worker {
 public:
     int id() const { return id_; }
     pid_t pid() const { return pid_; }
-    bool send(const JsonObject& message);
-    // Graceful: the worker stops accepting (the primary stops dealing to it), answers what it
-    // has with Connection: close, closes its channel and exits 0. Not a crash: its exit event
-    // has exited_after_disconnect() true.
+    // Graceful: the primary deals it nothing more; it answers what it has with Connection:
+    // close and exits 0. Not a crash: its exit event has exited_after_disconnect() true.
     void disconnect();
     void kill(int sig = SIGTERM);
-    bool is_dead() const { return dead_; }
-    bool is_connected() const { return connected_; }
     bool exited_after_disconnect() const { return exited_after_disconnect_; }
-    bool is_listening() const { return listening_; }
-    const std::vector<std::string>& env() const { return env_; }
 
 private:
     friend struct Primary;
-    friend Worker* fork(const std::vector<std::string>& env);
-    friend void rolling_reload(std::function<void(bool replaced_all)> done);
+    friend Worker* fork();
     int id_ = 0;
     pid_t pid_ = -1;
-    std::vector<std::string> env_;
-    bool dead_ = false, connected_ = true, listening_ = false, exited_after_disconnect_ = false;
+    bool dead_ = false;
+    bool exited_after_disconnect_ = false;
 };
 
 struct Address {
@@ -114,68 +101,61 @@ struct Address {
     int port = 0;
 };
 
-// setup_primary: fills what `settings` leaves empty from the defaults and emits `setup`.
-// Call it before the first fork (fork() calls it for you with the defaults).
+// Fills what `settings` leaves empty from the defaults and logs `setup`. Call it before the
+// first fork (fork() calls it for you with the defaults).
 void setup_primary(Settings settings = {});
-const Settings& settings();
 
-// Starts a worker (this program again, or settings().exec) with `env` added to its
-// environment. Returns it, or nullptr when fork or socketpair failed (logged: try again later)
-// or the primary is shutting down (SIGINT/SIGTERM: no new worker then).
-Worker* fork(const std::vector<std::string>& env = {});
+// Starts a worker (this program again, or settings().exec). Returns it, or nullptr when fork or
+// socketpair failed (logged: try again later) or the primary is shutting down.
+Worker* fork();
 // The live workers, oldest first (cluster.workers).
 std::vector<Worker*> workers();
 
-void on_setup(std::function<void(const Settings&)> fn);
-void on_fork(std::function<void(Worker&)> fn);
-void on_online(std::function<void(Worker&)> fn);
 void on_listening(std::function<void(Worker&, const Address&)> fn);
-void on_disconnect(std::function<void(Worker&)> fn);
 // code is the exit code (-1 when a signal ended it); sig the signal (0 when it exited).
 void on_exit(std::function<void(Worker&, int code, int sig)> fn);
-void on_message(std::function<void(Worker&, const JsonObject&)> fn);
 
-// lab14's rolling reload: each worker alive now is replaced, one at a time, by a new one (same
-// env) that is listening before the old one is disconnected, so never fewer workers accept
-// than before. A new worker that exits or does not listen within settings().listen_timeout_ms
-// aborts it: the rest keep their old workers. A reload asked for during one runs after it.
-// `done(true)` when every worker was replaced, `done(false)` when it was aborted.
-void rolling_reload(std::function<void(bool replaced_all)> done = {});
-bool reloading();
+// lab14's rolling reload: each worker alive now is replaced, one at a time, by a new one that is
+// listening before the old one is disconnected, so never fewer workers accept than before. A
+// new worker that exits or does not listen within listen_timeout_ms aborts it: the rest keep
+// their old workers. Reloads asked for during one make one more, after it.
+void rolling_reload();
 
 // The primary's event loop (Node runs its own implicitly): runs until every worker is gone
-// after a SIGINT/SIGTERM (which disconnect()s them all: exit 0), or stop(code).
+// after a SIGINT/SIGTERM (which disconnect()s them all), or stop(code). Returns the exit code.
 int run();
 void stop(int exit_code);
 EventLoop& loop();
 
 // ------------------------------------------------------------------------------- a worker
 
-// The worker's side: cluster.worker, process.send/on('message'), and server.listen() under a
-// cluster. Construct it first thing in a worker (it takes the channel from the environment).
+// The worker's side: server.listen() under a cluster, and disconnect(). Construct it first
+// thing in a worker (it takes the channel from the environment).
 class WorkerProcess {
 public:
     explicit WorkerProcess(const ConnectionLimits& limits = {});
-    ~WorkerProcess();
+    WorkerProcess(const WorkerProcess&) = delete;
+    WorkerProcess& operator=(const WorkerProcess&) = delete;
 
-    int id() const;  // cluster.worker.id
-    bool send(const JsonObject& message);
-    void on_message(std::function<void(const JsonObject&)> fn);
-    // server.listen(port, host): asks the primary for the handle of that address; `http` serves
+    // server.listen(port, host): asks the primary for the handle of that address; http() serves
     // whatever it gets (accepted here under `none`, dealt by the primary under `rr`).
-    // `on_listening(port)` once it is serving (the primary logs `listening`).
-    void listen(long port, const std::string& host = "127.0.0.1", std::function<void(int port)> on_listening = {});
-    // worker.disconnect() from inside: stop accepting, drain, close the channel, exit 0.
+    void listen(long port, const std::string& host = "127.0.0.1");
+    // worker.disconnect() from inside: stop accepting, drain, exit 0. SIGTERM does the same.
     void disconnect();
     // Runs the loop until the worker is done. Returns its exit code.
     int run();
-
-    HttpServer& http();
-    EventLoop& loop();
+    HttpServer& http() { return rt_.http; }
 
 private:
-    struct State;
-    State* state_;
+    void on_primary(Message& m);
+    void confirm(Message& m);  // rr: a connection dealt to us
+    void serve(Message& m);    // the primary's answer to listen()
+
+    WorkerRuntime rt_;
+    std::vector<Fd> listeners_;  // under Policy::none: our copies of the primary's sockets
+    bool leaving_ = false;
+    bool finished_ = false;
+    int exit_code_ = 0;
 };
 
 }  // namespace cluster

@@ -30,24 +30,27 @@ struct Options {
 
 // What the material's example does in its primary: one worker per CPU, and a worker that dies
 // is replaced. A restart limit (lab10) ends a crash loop, and a fork that fails (out of
-// descriptors, say) is tried again a second later instead of ending the primary.
-void replace(pid_t dead, const std::vector<std::string>& env, RestartWindow& restarts) {
+// descriptors, say) is tried again after kForkRetryMs instead of ending the primary.
+void replace(pid_t dead, RestartWindow& restarts) {
     if (!restarts.allow(monotonic_ms())) {
         log_event("giveup restarts=%zu during_ms=%lld workers=%zu", restarts.total(), restarts.during_ms(),
                   cluster::workers().size());
         if (cluster::workers().empty()) cluster::stop(1);
         return;
     }
-    if (cluster::Worker* fresh = cluster::fork(env)) {
+    if (cluster::Worker* fresh = cluster::fork()) {
         log_event("restart worker=%d replacement=%d", dead, fresh->pid());
         return;
     }
-    cluster::loop().add_timer(1000, [dead, env, &restarts] { replace(dead, env, restarts); });
+    cluster::loop().add_timer(kForkRetryMs, [dead, &restarts] { replace(dead, restarts); });
 }
 
 int run_primary(const Options& opts) {
     cluster::Settings settings;
-    if (!opts.exec.empty()) settings.exec = opts.exec, settings.args = worker_arguments(opts.worker);
+    if (!opts.exec.empty()) {
+        settings.exec = opts.exec;
+        settings.args = worker_arguments(opts.worker);
+    }
     if (!opts.policy.empty()) setenv(cluster::kPolicyEnv, opts.policy.c_str(), 1);  // --policy wins
     settings.listen_timeout_ms = opts.listen_timeout_ms;
     settings.shutdown_timeout_ms = opts.shutdown_timeout_ms;
@@ -61,10 +64,11 @@ int run_primary(const Options& opts) {
         if (worker.exited_after_disconnect()) return;  // Node: worker.exitedAfterDisconnect
         log_event("worker %d died (code=%d signal=SIG%s): forking a replacement", worker.pid(), code,
                   sig ? sigabbrev_np(sig) : "NONE");
-        replace(worker.pid(), worker.env(), restarts);
+        replace(worker.pid(), restarts);
         // STUB:
-        // (void)code, (void)sig;
-        // replace(worker.pid(), worker.env(), restarts);  // every exit is replaced: a reload ends with twice the workers
+        // (void)code;
+        // (void)sig;
+        // replace(worker.pid(), restarts);  // every exit is replaced: a reload ends with twice the workers
         // END SOLUTION
     });
 
@@ -79,8 +83,8 @@ int run_primary(const Options& opts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool worker = cluster::is_worker();
-    init_process(worker ? "worker" : "master");
+    bool primary = cluster::is_primary();
+    init_process(primary ? "master" : "worker");
     Options opts;
     opts.workers = default_worker_count();
     Cli cli("lab15", "The cluster module: the material's cluster example on Node's names (fork, exit, "
@@ -94,6 +98,6 @@ int main(int argc, char** argv) {
     cli.integer("shutdown-timeout", &opts.shutdown_timeout_ms, 1, 3600000,
                 "ms workers may drain on SIGINT/SIGTERM before SIGKILL");
     cli.parse(argc, argv);
-    if (worker) return run_worker(opts.worker);
-    return run_primary(opts);
+    if (primary) return run_primary(opts);
+    return run_worker(opts.worker);
 }
