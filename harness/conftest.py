@@ -5,6 +5,7 @@ its ready line (never a sleep), and hands the test its URL, pid and event log. A
 sends SIGTERM (then SIGKILL), and the test fails if any process of the lab is left behind.
 When a test fails, the log of every lab it started is printed under the failure.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -68,6 +69,14 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for lab in getattr(item, "_labs", []):
             report.sections.append((f"{lab.name} log (pid {lab.pid})", lab.log_text()))
+        report.sections.append(("machine load", machine_load()))
+
+
+def machine_load():
+    """The load average beside the core count: a failure on a busy machine says so."""
+    one, five, fifteen = os.getloadavg()
+    return (f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+            + (f"; make test LOAD={os.environ['CLUSTERLAB_LOAD']} hogs running" if os.environ.get("CLUSTERLAB_LOAD") else ""))
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -101,6 +110,26 @@ def children_of(pid):
 
 def zombies_of(pid):
     return sorted(p for p in all_pids() if (st := proc_stat(p)) and st[1] == pid and st[0] == "Z")
+
+
+@contextlib.contextmanager
+def stopped(pids, timeout=5):
+    """SIGSTOP each process and wait until the kernel shows it stopped; SIGCONT them all after,
+    whatever happens. A stopped worker cannot accept: this is how a test makes sure which of
+    the workers sharing a listening socket takes the next connection."""
+    pids = [p for p in pids if proc_stat(p)]
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: all((st := proc_stat(p)) is None or st[0] in "TtZ" for p in pids), timeout,
+                   what=f"processes {pids} stopped")
+        yield
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def fd_count(pid):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import connect, fd_count, parse_responses, run_load, wait_until, zombies_of
+from conftest import connect, fd_count, parse_responses, run_load, stopped, wait_until, zombies_of
 import contract
 
 WORKERS = 2
@@ -100,23 +100,34 @@ def closed_by_server(sock, timeout):
         return False
 
 
-def connections_per_worker(lab, per_worker, pids, attempts=300):
+def connections_per_worker(lab, per_worker, pids):
     """Kept-alive connections sorted by the worker that accepted them: {pid: [sock, ...]} with
     `per_worker` for each pid in pids. A connection belongs to one worker for its whole life,
-    so a request sent on it goes to that worker: this is how a test aims at one worker."""
-    got = {pid: [] for pid in pids}
-    for _ in range(attempts):
-        if all(len(v) >= per_worker for v in got.values()):
-            return got
-        s = connect(lab.port)
-        request(s, "/pid")
-        r = read_response(s)
-        pid = int(r.header("x-worker-pid"))
-        if pid in got and len(got[pid]) < per_worker:
-            got[pid].append(s)
-        else:
-            s.close()
-    raise AssertionError(f"could not reach every worker: {({p: len(v) for p, v in got.items()})}")
+    so a request sent on it goes to that worker: this is how a test aims at one worker.
+    Which worker takes a connection from a shared listening socket is the scheduler's choice
+    (under load, often the same one many times running), so nothing is left to it: the other
+    workers are stopped (SIGSTOP) while the target's connections are made, and only it can
+    accept them; a master that deals (lab15) skips a stopped worker and deals to the target."""
+    got = {}
+    try:
+        for pid in pids:
+            others = [p for p in set(lab.children()) | set(pids) if p != pid]
+            got[pid] = []
+            with stopped(others):
+                for _ in range(per_worker):
+                    s = connect(lab.port)
+                    got[pid].append(s)
+                    request(s, "/pid")
+                    r = read_response(s)
+                    served = r.header("x-worker-pid") if r else None
+                    assert served == str(pid), (f"a connection made while every worker but {pid} was stopped "
+                                                f"was served by {served}: {r}")
+        return got
+    except BaseException:
+        for socks in got.values():
+            for s in socks:
+                s.close()
+        raise
 
 
 def kept_alive_connection(lab):

@@ -79,9 +79,7 @@ def state_of(sock):
 
 def pinned(lab, pids, per_worker=1):
     """{pid: kept-alive socket served by that worker}: how a test talks to one worker."""
-    # With 4 workers on 2 busy cores, the kernel may hand a few hundred connections in a row to
-    # the workers that wake first: allow many attempts (each is one quick GET /pid).
-    conns = connections_per_worker(lab, per_worker, pids, attempts=5000)
+    conns = connections_per_worker(lab, per_worker, pids)
     return {pid: socks[0] for pid, socks in conns.items()} if per_worker == 1 else conns
 
 
