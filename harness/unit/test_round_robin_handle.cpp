@@ -1,7 +1,8 @@
-// test_round_robin_handle.cpp — lab15's cluster module deals connections under SCHED_RR with
-// RoundRobinHandle (common/round_robin_handle.*): strictly in turn, skipping a stuck worker,
-// queueing when every worker is stuck, dealing again what a dead worker never confirmed. The
-// class reads no clock and does no I/O, so every rule is checked here with made-up times.
+// test_round_robin_handle.cpp — RoundRobinHandle (common/round_robin_handle.*), the dealer of
+// lab07 and of lab15's cluster module under SCHED_RR: strictly in turn, skipping a stuck or
+// resting worker, queueing when every worker is stuck, taking back what a stuck worker holds,
+// dealing again what a dead worker never confirmed. The class reads no clock and does no I/O,
+// so every rule is checked here with made-up times.
 #include "check.hpp"
 #include "round_robin_handle.hpp"
 
@@ -178,6 +179,122 @@ TEST_CASE("a confirmation that matches no handoff is reported, and changes nothi
     bool known = true;
     CHECK(h.acknowledge(1, 42, 0, &known).empty());
     CHECK(!known);
+}
+
+TEST_CASE("the defaults are the ones lab07 and the module share: stuck after 200 ms, take-back after 1 s") {
+    RoundRobinHandle h;
+    h.add(1, 0);
+    h.add(2, 0);
+    auto first = h.distribute(connection(), 0);  // worker 1
+    auto second = h.distribute(connection(), 0);  // worker 2
+    h.acknowledge(2, second.at(0).id, 0);
+    // Worker 1 is kept off the CPU for 150 ms (a busy machine): it keeps its turn.
+    CHECK(h.distribute(connection(), 150).empty());
+    CHECK_EQ(h.next_deadline(), 200);
+    auto late = h.acknowledge(1, first.at(0).id, 160);
+    CHECK_EQ(late.size(), std::size_t{1});
+    CHECK_EQ(late.at(0).worker, 1);
+    CHECK_EQ(h.late_ms(), 500);
+}
+
+TEST_CASE("the waiting room is a quarter of the descriptor limit, at most 256") {
+    CHECK_EQ(RoundRobinHandle::waiting_room(64), std::size_t{16});
+    CHECK_EQ(RoundRobinHandle::waiting_room(1024), std::size_t{256});
+    CHECK_EQ(RoundRobinHandle::waiting_room(1 << 20), std::size_t{256});
+    CHECK_EQ(RoundRobinHandle::waiting_room(2), std::size_t{1});
+    CHECK_EQ(RoundRobinHandle::waiting_room(-1), std::size_t{256});
+    RoundRobinHandle h;
+    h.set_max_waiting(2);
+    h.distribute(connection(), 0);  // no worker yet: both wait
+    CHECK(!h.full());
+    h.distribute(connection(), 0);
+    CHECK(h.full());  // a caller that stops accepting now never sees a refusal
+    h.add(1, 1);
+    CHECK(!h.full());
+}
+
+TEST_CASE("a worker that lost a descriptor at its fd limit rests, skipped, then is dealt again") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    auto first = h.distribute(connection(), 0);  // worker 1
+    auto again = h.refuse(1, first.at(0).id, 10, RoundRobinHandle::Refusal::fd_lost);
+    CHECK_EQ(again.at(0).worker, 2);  // the same client, to the next worker
+    CHECK_EQ(again.at(0).fd, first.at(0).fd);
+    h.acknowledge(2, again.at(0).id, 11);
+    auto during = h.distribute(connection(), 20);  // 1 rests: 2 again, out of turn
+    CHECK_EQ(during.at(0).worker, 2);
+    h.acknowledge(2, during.at(0).id, 21);
+    auto after = h.distribute(connection(), 10 + RoundRobinHandle::kRestMs);  // rested
+    CHECK_EQ(after.at(0).worker, 1);
+}
+
+TEST_CASE("when the only worker rests, the connection waits for the end of the rest, no longer") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    auto first = h.distribute(connection(), 0);
+    CHECK(h.refuse(1, first.at(0).id, 10, RoundRobinHandle::Refusal::fd_lost).empty());
+    CHECK_EQ(h.waiting(), std::size_t{1});
+    CHECK_EQ(h.next_deadline(), 10 + RoundRobinHandle::kRestMs);
+    CHECK(h.poll(10 + RoundRobinHandle::kRestMs - 1).empty());
+    auto dealt = h.poll(10 + RoundRobinHandle::kRestMs);
+    CHECK_EQ(dealt.size(), std::size_t{1});
+    CHECK_EQ(dealt.at(0).fd, first.at(0).fd);
+}
+
+TEST_CASE("every worker stuck: the next deadline is the take-back, never a time already past") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    h.distribute(connection(), 0);
+    h.distribute(connection(), 0);
+    CHECK(h.distribute(connection(), 10).empty());
+    CHECK_EQ(h.next_deadline(), 50);  // worker 1, in turn, would count as stuck then
+    CHECK(h.poll(50).empty());        // both stuck now: nobody to deal to
+    CHECK_EQ(h.next_deadline(), 1000);  // not 50 again: a timer would spin until an answer
+}
+
+TEST_CASE("a late refusal does not rest the worker") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    auto first = h.distribute(connection(), 0);
+    auto again = h.refuse(1, first.at(0).id, 10);  // late
+    h.acknowledge(2, again.at(0).id, 11);
+    auto next = h.distribute(connection(), 12);
+    CHECK_EQ(next.at(0).worker, 1);
+}
+
+TEST_CASE("poll reports what it took back and from whom; overdue names the workers first") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    auto stuck = h.distribute(connection(), 0);  // worker 1 never answers
+    CHECK(h.overdue(999).empty());
+    std::vector<pid_t> due = h.overdue(1000);
+    CHECK_EQ(due.size(), std::size_t{1});
+    CHECK_EQ(due.at(0), 1);
+    std::vector<RoundRobinHandle::TakenBack> taken;
+    auto again = h.poll(1200, &taken);
+    CHECK_EQ(taken.size(), std::size_t{1});
+    CHECK_EQ(taken.at(0).worker, 1);
+    CHECK_EQ(taken.at(0).id, stuck.at(0).id);
+    CHECK_EQ(taken.at(0).held_ms, 1200);
+    CHECK_EQ(again.at(0).worker, 2);
+    h.acknowledge(2, again.at(0).id, 1201);
+    CHECK(h.overdue(5000).empty());  // taken back once: the client is no longer its
+}
+
+TEST_CASE("remove says how many unconfirmed connections it deals again") {
+    RoundRobinHandle h(50, 1000);
+    h.add(1, 0);
+    h.add(2, 0);
+    h.distribute(connection(), 0);  // worker 1, never confirmed
+    std::size_t redealt = 99;
+    h.remove(1, 1, &redealt);
+    CHECK_EQ(redealt, std::size_t{1});
+    h.remove(1, 2, &redealt);  // again (its exit after a failed send): nothing more
+    CHECK_EQ(redealt, std::size_t{0});
 }
 
 TEST_MAIN("round_robin_handle")
