@@ -71,12 +71,17 @@ unit: $(UNIT_BINS)
 PYTHON ?= $(shell for p in python3 /usr/bin/python3; do \
             if $$p -c 'import pytest' >/dev/null 2>&1; then command -v $$p; break; fi; done)
 # `make test CTEST_ARGS='-L lab03 -V'` runs one lab and shows every test name.
+# `make test LOAD=2` runs the suite beside two CPU-bound processes of its own (a busy machine),
+# `make test REPEAT=3` runs each entry up to three times, stopping at its first failure.
 CTEST_ARGS ?=
+LOAD ?= 0
+REPEAT ?=
 
 test: all
 	@py=$$(sh harness/ensure-tools.sh "$(PYTHON)") && \
 	  cmake -S harness -B $(BUILD)/ctest -DREPO=$(CURDIR) -DPYTHON=$$py >/dev/null && \
-	  cd $(BUILD)/ctest && ctest --output-on-failure $(CTEST_ARGS)
+	  cd $(BUILD)/ctest && $$py $(CURDIR)/harness/suite.py --load $(LOAD) -- \
+	    ctest --output-on-failure $(if $(REPEAT),--repeat until-fail:$(REPEAT)) $(CTEST_ARGS)
 
 bench: all
 	@sh bench/bench.sh
@@ -152,7 +157,8 @@ help:
 	@echo "  make                 build every lab, the load client (./loadgen) and the unit tests"
 	@for d in $(LAB_DIRS); do \
 	  n=$$(basename $$d); printf '  make %-15s %s\n' "$${n%%_*}" "$$(sed -n 's|^// stage: ||p' $$d/$$n.cpp | head -1)"; done
-	@echo "  make test            unit tests and every lab's harness, through CTest (ctest -L lab03: one lab)"
+	@echo "  make test            unit tests and every lab's harness, through CTest, then the ten slowest tests"
+	@echo "                       (CTEST_ARGS='-L lab03': one lab; LOAD=2: beside two CPU hogs; REPEAT=3: each entry until it fails, 3 times)"
 	@echo "  make unit            only the C++ unit tests"
 	@echo "  make bench           the speed benchmark (wrk/ab/strace; nginx beside it if installed)"
 	@echo "  make compare         every stage under the same workloads: build/compare/results.md + .svg (TOOL=ab|siege, LABS=\"lab01 lab04\", OUT=dir)"

@@ -72,6 +72,19 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(("machine load", machine_load()))
 
 
+_durations = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each test's time, setup and teardown included, appended to $CLUSTERLAB_TIMES (make test
+    prints the ten slowest at the end: harness/suite.py)."""
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    path = os.environ.get("CLUSTERLAB_TIMES")
+    if report.when == "teardown" and path:
+        with open(path, "a") as f:
+            f.write(f"{_durations.pop(report.nodeid):.2f}\t{report.nodeid}\n")
+
+
 def machine_load():
     """The load average beside the core count: a failure on a busy machine says so."""
     one, five, fifteen = os.getloadavg()
