@@ -377,22 +377,37 @@ def check_5b(run):
     assert set(counts) <= {run.pid, *workers_forked(run)}, (counts, run.log)
 
 
+# What one step measured, for a later step that compares with it (6b's baseline for 6).
+MEASURED = {}
+
+
 def check_6(run):
     summary, rows = herd_table(run)
     print(f"step 6: {summary}")
     assert summary["mode"] == "epoll" and summary["connections"] == "200", summary
-    assert float(summary["sleeps_per_connection"]) >= 2.5, summary   # about 6
-    # The wakeups user space sees tell little of it: epoll_wait checks again before it returns.
+    MEASURED["6"] = summary
+    # How many wakeups user space sees grows with the machine's load (a worker that is slow to
+    # run finds the connection still there, or gone, more often), so no fixed ceiling: the claim
+    # is the ratio within this run. The kernel puts waiters to sleep and wakes them far more often
+    # than epoll_wait returns: it checks again before it returns.
     wakeups = float(summary["wakeups_per_connection"])
-    assert wakeups <= 1.6 and float(summary["sleeps_per_connection"]) >= 2 * wakeups, summary
+    assert float(summary["sleeps_per_connection"]) >= 2 * wakeups, summary
 
 
 def check_6b(run):
     summary, rows = herd_table(run)
     print(f"step 6b: {summary}")
     assert summary["mode"] == "accept" and summary["connections"] == "200", summary
-    assert float(summary["sleeps_per_connection"]) <= 1.3, summary   # about 1
+    # A blocking accept wakes exactly one waiter, the one that has waited longest: an even split.
     assert len(rows) == 4 and all(40 <= accepted <= 60 for _, _, accepted, _, _ in rows), rows
+    # The herd is a ratio against this baseline, measured a moment ago on the same machine: with
+    # four workers, epoll mode's sleeps per connection are several times accept mode's.
+    baseline = float(summary["sleeps_per_connection"])
+    if "6" not in MEASURED:
+        pytest.skip("step 6 did not run before 6b in this session: no herd to compare")
+    herd = float(MEASURED["6"]["sleeps_per_connection"])
+    print(f"step 6 against 6b: {herd:.2f} / {baseline:.2f} sleeps per connection = {herd / baseline:.1f}x")
+    assert herd >= 2 * baseline, (MEASURED["6"], summary)
 
 
 def check_7(run):
