@@ -527,7 +527,9 @@ def test_a_partial_solution_loses_the_points_of_the_tests_it_fails(part, tmp_pat
     lab = labinfo.resolve(part.stem)
     names = failing_tests(part)
     assert names, f"{part.name}: the first line must be // fails: test_a test_b"
-    student = lab_copy(tmp_path, lab, files=exercise.fill_lab(lab, part.read_text()))
+    # A student's copy always has the lab's own files, also when its region lives in common/.
+    own = {lab.main_file.relative_to(REPO).as_posix(): lab.main_file.read_text()}
+    student = lab_copy(tmp_path, lab, files={**own, **exercise.fill_lab(lab, part.read_text())})
     done = grade("--student", student, "--lab", lab.short, "--exercise-only")
     out = done.stdout
     assert "the build failed" not in out, out
