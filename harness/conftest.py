@@ -10,11 +10,11 @@ import ctypes
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +22,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+# The tools and the harness read /proc, start a lab and parse its ready line the same way.
+import labinfo  # noqa: E402
+from labinfo import READY  # noqa: E402,F401  (test_walkthrough matches ready lines with it)
+from procfs import (  # noqa: E402,F401  (the tests import these from here)
+    all_pids, children_of, fd_count, group_members, holds_socket, listener_inode, listening_inodes, proc_stat,
+    rss_kib, socket_inodes, zombies_of)
+
 LOADGEN = REPO / "loadgen"
 IN_CI = bool(os.environ.get("CI"))
-READY = re.compile(r"^(lab\d\d) listening on http://([^:/]+|\[[^\]]+\]):(\d+) pid=(\d+)$")
 DEFAULT_TIMEOUT = 60
 
 # Orphans (workers whose master died) are re-parented to us rather than to init, so a test can
@@ -93,38 +100,6 @@ def machine_load():
 
 
 # --- processes -----------------------------------------------------------------------------
-def proc_stat(pid):
-    """(state, ppid, pgid) of a process, or None once it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def all_pids():
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def group_members(pgid):
-    """Live (non-zombie) processes in a process group."""
-    out = []
-    for pid in all_pids():
-        st = proc_stat(pid)
-        if st and st[2] == pgid and st[0] != "Z":
-            out.append(pid)
-    return out
-
-
-def children_of(pid):
-    return sorted(p for p in all_pids() if (st := proc_stat(p)) and st[1] == pid and st[0] != "Z")
-
-
-def zombies_of(pid):
-    return sorted(p for p in all_pids() if (st := proc_stat(p)) and st[1] == pid and st[0] == "Z")
-
-
 @contextlib.contextmanager
 def stopped(pids, timeout=5):
     """SIGSTOP each process and wait until the kernel shows it stopped; SIGCONT them all after,
@@ -143,17 +118,6 @@ def stopped(pids, timeout=5):
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def reap_orphans():
@@ -274,31 +238,17 @@ class Lab:
             self.argv, stdout=subprocess.PIPE, stderr=self.log_file, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env)
         self.pid = self.proc.pid
-        self.stdout_lines = []
         line = self._read_line(ready_timeout)
-        m = READY.match(line)
-        if not m:
+        ready = labinfo.parse_ready(line)
+        if not ready:
             self.stop()
             pytest.fail(f"{name} did not print its ready line; got {line!r}\n{self.log_text()}")
-        self.host, self.port = m.group(2), int(m.group(3))
-        assert m.group(1) == name[:5] and int(m.group(4)) == self.pid
+        short, self.host, self.port, pid = ready
+        assert short == name[:5] and pid == self.pid
         self.url = f"http://{self.host}:{self.port}"
 
     def _read_line(self, timeout):
-        deadline = time.monotonic() + timeout
-        buf = b""
-        fd = self.proc.stdout.fileno()
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return buf.decode(errors="replace")
-            chunk = os.read(fd, 1)
-            if not chunk:
-                return buf.decode(errors="replace")
-            buf += chunk
-        text = buf.decode().rstrip("\n")
-        self.stdout_lines.append(text)
-        return text
+        return labinfo.read_line(self.proc, timeout)
 
     def read_stdout(self, timeout=5):
         """The next line the lab prints on stdout (lab06's tables), or '' on timeout."""
@@ -351,15 +301,7 @@ class Lab:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        leftovers = group_members(self.pid)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        leftovers = labinfo.kill_group(self.proc, self.pid)
         self.proc.stdout.close()
         wait_until(lambda: not group_members(self.pid), 5, what="killed processes to vanish")
         reap_orphans()

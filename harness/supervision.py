@@ -1,7 +1,8 @@
 """Checks shared by the supervision labs (08 graceful exit, 09 suicide signal, 10 restart limit).
 
 Labs 09 and 10 keep lab08's behaviour, so their test files run these same checks against their
-own lab; each lab's test file holds only what that stage adds.
+own lab (the tests every one of them runs alike are the class SupervisionTests, as
+`TestSupervision::test_…`); each lab's test file holds only what that stage adds.
 """
 import os
 import random
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from conftest import connect, fd_count, parse_responses, run_load, stopped, wait_until, zombies_of
-import contract
+from procfs import holds_socket, listener_inode  # noqa: F401  (the lab tests import them from here)
 
 WORKERS = 2
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "3000")
@@ -42,32 +43,6 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def listener_inode(port):
-    """The inode of the socket listening on 127.0.0.1:port (from /proc/net/tcp)."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.split(":")[1], 16) == port:
-                return inode
-    raise AssertionError(f"nothing listens on port {port}")
-
-
-def holds_socket(pid, inode):
-    """True if process pid has the socket with this inode among its open fds."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def request(sock, path):
@@ -457,3 +432,60 @@ def check_a_failed_restart_is_retried(lab):
     lab.wait_log(rf"restart worker={victim} replacement=\d+", timeout=10)
     wait_workers(lab)
     assert restarts_of(lab, victim) == 1
+
+
+class SupervisionTests:
+    """What a supervising master does in labs 08, 09 and 10 alike, as tests. A lab's test file
+    defines its `lab` fixture and says
+
+        class TestSupervision(supervision.SupervisionTests):
+            lab_name = "lab09"
+
+    and pytest runs every check below against that lab, as `TestSupervision::test_…`."""
+
+    lab_name = ""
+    extra_args = ()  # flags every start of this lab needs (lab10: a restart limit no test reaches)
+
+    def after_load(self, lab):
+        """What a lab checks after each run under load, besides what every lab checks."""
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(40)
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    def test_sigterm_or_sigint_drains_every_worker_and_exits_0(self, lab, sig):
+        check_sigterm_drains_and_exits_0(lab, sig)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(40)
+    def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(self, start_lab):
+        lab = start_lab(self.lab_name, "--workers", WORKERS, "--shutdown-timeout", "1000", *self.extra_args)
+        check_shutdown_is_bounded(lab, 1000)
+        assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
+
+    @pytest.mark.points(3)
+    @pytest.mark.timeout(60)
+    def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(self, lab):
+        check_hygiene_after_restarts(lab, 20)
+
+    @pytest.mark.points(4)
+    @pytest.mark.timeout(60)
+    def test_chaos_kill9_a_worker_every_100ms_under_load(self, lab, record_property):
+        check_chaos_kill9(lab, record_property)
+        self.after_load(lab)
+
+    @pytest.mark.points(1)
+    def test_a_worker_whose_master_dies_exits_too(self, lab):
+        pids = wait_workers(lab)
+        lab.signal(signal.SIGKILL)
+        lab.wait_exit(5)
+        wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(90)
+    def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left(self):
+        check_signal_during_startup(self.lab_name)
+
+    @pytest.mark.points(3)
+    @pytest.mark.timeout(60)
+    def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(self, lab):
+        check_a_failed_restart_is_retried(lab)

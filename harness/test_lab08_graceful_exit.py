@@ -7,14 +7,12 @@ import signal
 
 import pytest
 
-from conftest import wait_until
 import contract
 import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
-    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, connections_per_worker, read_response,
-    request, wait_workers)
+    FAST_TIMEOUTS, WORKERS, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1,
+    check_sigterm_drains_and_exits_0, connections_per_worker, read_response, request, wait_workers)
 
 LAB = "lab08"
 
@@ -71,48 +69,12 @@ def test_when_every_worker_drains_new_requests_wait_for_the_drain_and_none_fails
     assert worst <= drain_left + 3.0
 
 
-@pytest.mark.exercise
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
-    check_sigterm_drains_and_exits_0(lab, sig)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(start_lab):
-    lab = start_lab(LAB, "--workers", WORKERS, "--shutdown-timeout", "1000")
-    check_shutdown_is_bounded(lab, 1000)
-    assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(lab):
-    check_hygiene_after_restarts(lab, 20)
-
-
-@pytest.mark.points(4)
-@pytest.mark.timeout(60)
-def test_chaos_kill9_a_worker_every_100ms_under_load(lab, record_property):
-    check_chaos_kill9(lab, record_property)
-
-
 @pytest.mark.points(3)
 @pytest.mark.timeout(60)
 def test_crash_storm_only_the_crashing_requests_fail(lab, record_property):
     crashes, report = check_crash_storm(lab, record_property)
     assert report["errors"]["total"] == 0, report
     assert crashes >= 10
-
-
-@pytest.mark.points(1)
-def test_a_worker_whose_master_dies_exits_too(lab):
-    pids = wait_workers(lab)
-    lab.signal(signal.SIGKILL)
-    lab.wait_exit(5)
-    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
 
 
 # ---- the contract ----------------------------------------------------------------------------
@@ -122,14 +84,13 @@ class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
+class TestSupervision(supervision.SupervisionTests):
+    """What labs 08, 09 and 10 do alike (harness/supervision.py), run against this lab."""
+    lab_name = LAB
 
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(start_lab):
-    lab = start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
-    supervision.check_a_failed_restart_is_retried(lab)
+    @pytest.mark.exercise  # the exercise's: a drain on SIGTERM is what lab08 adds
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(40)
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    def test_sigterm_or_sigint_drains_every_worker_and_exits_0(self, lab, sig):
+        check_sigterm_drains_and_exits_0(lab, sig)

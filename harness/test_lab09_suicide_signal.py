@@ -15,10 +15,9 @@ from conftest import REPO, wait_until
 import contract
 import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
-    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, connections_per_worker, crash_through,
-    read_response, request, restarts_of, wait_workers)
+    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1, check_shutdown_is_bounded,
+    connections_per_worker, crash_through, read_response, request, restarts_of, wait_workers)
 
 LAB = "lab09"
 
@@ -146,39 +145,12 @@ def test_when_every_worker_crashes_at_once_new_requests_no_longer_wait_for_the_d
 
 @pytest.mark.points(2)
 @pytest.mark.timeout(40)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
-    check_sigterm_drains_and_exits_0(lab, sig)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(start_lab):
-    lab = start_lab(LAB, "--workers", WORKERS, "--shutdown-timeout", "1000")
-    check_shutdown_is_bounded(lab, 1000)
-    assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
 def test_on_shutdown_the_workers_own_deadline_ends_a_stuck_drain(start_lab):
     lab = start_lab(LAB, "--workers", WORKERS, "--kill-timeout", "500", "--shutdown-timeout", "20000")
     took = check_shutdown_is_bounded(lab, 500)
     assert lab.events(r"\[worker \d+\] kill-timeout ms=500 cut=1")
     assert not lab.events(r"reason=shutdown-timeout"), "the master had to SIGKILL"
     assert took < 3.0
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(lab):
-    check_hygiene_after_restarts(lab, 20)
-
-
-@pytest.mark.points(4)
-@pytest.mark.timeout(60)
-def test_chaos_kill9_a_worker_every_100ms_under_load(lab, record_property):
-    check_chaos_kill9(lab, record_property)
 
 
 @pytest.mark.points(4)
@@ -190,14 +162,6 @@ def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property
     assert crashes >= 10
 
 
-@pytest.mark.points(1)
-def test_a_worker_whose_master_dies_exits_too(lab):
-    pids = wait_workers(lab)
-    lab.signal(signal.SIGKILL)
-    lab.wait_exit(5)
-    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
-
-
 # ---- the contract ----------------------------------------------------------------------------
 
 
@@ -205,14 +169,6 @@ class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(start_lab):
-    lab = start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
-    supervision.check_a_failed_restart_is_retried(lab)
+class TestSupervision(supervision.SupervisionTests):
+    """What labs 08, 09 and 10 do alike (harness/supervision.py), run against this lab."""
+    lab_name = LAB

@@ -17,9 +17,9 @@ from conftest import REPO, wait_until
 import contract
 import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_chaos_kill9, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_hygiene_after_restarts, check_in_flight_answered_then_exit_1,
-    check_shutdown_is_bounded, check_sigterm_drains_and_exits_0, crash_through, restarts_of, wait_workers)
+    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
+    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1, crash_through,
+    restarts_of, wait_workers)
 
 LAB = "lab10"
 NEVER = ("--limit", "1000000", "--during", "1")  # a limit no test reaches: lab09's behaviour
@@ -158,34 +158,6 @@ def test_when_every_worker_crashes_at_once_new_requests_do_not_wait_for_the_drai
     assert worst < 0.4 * drain_left, f"worst latency {worst:.3f} s against a drain of {drain_left:.3f} s"
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
-    check_sigterm_drains_and_exits_0(lab, sig)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout(start_lab):
-    lab = start_lab(LAB, "--workers", WORKERS, "--shutdown-timeout", "1000", *NEVER)
-    check_shutdown_is_bounded(lab, 1000)
-    assert lab.events(r"kill worker=\d+ reason=shutdown-timeout")
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts(lab):
-    check_hygiene_after_restarts(lab, 20)
-
-
-@pytest.mark.points(4)
-@pytest.mark.timeout(60)
-def test_chaos_kill9_a_worker_every_100ms_under_load(lab, record_property):
-    check_chaos_kill9(lab, record_property)
-    assert not giveups(lab)
-
-
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property):
@@ -196,31 +168,11 @@ def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property
     assert not giveups(lab)
 
 
-@pytest.mark.points(1)
-def test_a_worker_whose_master_dies_exits_too(lab):
-    pids = wait_workers(lab)
-    lab.signal(signal.SIGKILL)
-    lab.wait_exit(5)
-    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the workers to exit")
-
-
 # ---- the contract ----------------------------------------------------------------------------
 
 
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(60)
-def test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve(lab):
-    supervision.check_a_failed_restart_is_retried(lab)
 
 
 @pytest.mark.points(3)
@@ -239,3 +191,12 @@ def test_tries_that_cannot_fork_count_toward_the_limit(start_lab):
     os.kill(survivor, signal.SIGKILL)
     assert lab.wait_exit(10) == 1
     assert lab.events(r"shutdown reason=giveup")
+
+
+class TestSupervision(supervision.SupervisionTests):
+    """What labs 08, 09 and 10 do alike (harness/supervision.py), run against this lab."""
+    lab_name = LAB
+    extra_args = NEVER
+
+    def after_load(self, lab):
+        assert not giveups(lab)

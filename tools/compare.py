@@ -335,7 +335,7 @@ def herd_table(running):
     os.kill(running.pid, signal.SIGUSR1)
     rows = {}
     for _ in range(HERD_WORKERS + 8):
-        line = running._read_line(10)  # the same reader that took the ready line
+        line = running.read_line(10)  # the same reader that took the ready line
         if not line:
             break
         m = HERD_ROW.match(line)

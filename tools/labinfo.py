@@ -17,8 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procfs import group_members, status_fields  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 READY = re.compile(r"^(lab\d\d) listening on http://([^:/]+|\[[^\]]+\]):(\d+) pid=(\d+)$")
@@ -210,39 +213,48 @@ def profile(lab):
 
 
 # --- running a lab -------------------------------------------------------------------------
-def proc_stat(pid):
-    """(state, ppid, pgid) of a process, or None once it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
+# The harness (harness/conftest.py) starts labs with these same functions.
+def parse_ready(line):
+    """(lab, host, port, pid) from a ready line, `lab07 listening on http://127.0.0.1:8000 pid=42`,
+    or None if the line is not one."""
+    m = READY.match(line)
+    return (m.group(1), m.group(2), int(m.group(3)), int(m.group(4))) if m else None
 
 
-def group_members(pgid):
-    """Live (non-zombie) processes of a process group."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st and st[2] == pgid and st[0] != "Z":
-                out.append(int(entry))
-    return sorted(out)
+def read_line(proc, timeout):
+    """The next line a child prints on its stdout pipe, without its newline: what came before
+    the timeout or end of file if no whole line did. Reads a byte at a time, so nothing after
+    the line is taken from the pipe (a later read sees it)."""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").rstrip("\n")
 
 
-def status_fields(pid, *names):
-    """Integer fields of /proc/PID/status (VmRSS in KiB, Threads), 0 where missing."""
-    values = dict.fromkeys(names, 0)
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in values:
-            values[key] = int(rest.split()[0])
-    return values
+def kill_group(proc, pgid, grace=5):
+    """SIGKILL what is left of a process group (the lab and every process it started), reap the
+    lab, and wait up to `grace` s for the group to vanish. Returns the pids that were left."""
+    leftovers = group_members(pgid)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + grace
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return leftovers
 
 
 @dataclass
@@ -275,27 +287,17 @@ class RunningLab:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
-        line = self._read_line(ready_timeout)
-        m = READY.match(line)
-        if not m or int(m.group(4)) != self.pid:
+        line = read_line(self.proc, ready_timeout)
+        ready = parse_ready(line)
+        if not ready or ready[3] != self.pid:
             self.stop()
             raise LabError(f"{lab.short} did not print its ready line (got {line!r})\n{self.log_text()}")
-        self.host, self.port = m.group(2), int(m.group(3))
+        _, self.host, self.port, _ = ready
         self.url = f"http://{self.host}:{self.port}"
 
-    def _read_line(self, timeout):
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 1)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.decode(errors="replace").rstrip("\n")
+    def read_line(self, timeout):
+        """The next line the lab prints on stdout (lab06's table), the reader of its ready line."""
+        return read_line(self.proc, timeout)
 
     def log_text(self):
         return Path(self.log.name).read_text(errors="replace")
@@ -312,18 +314,7 @@ class RunningLab:
                 self.proc.wait(timeout)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 pass
-        leftovers = group_members(self.pid)
-        if leftovers:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        deadline = time.monotonic() + 5
-        while group_members(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        leftovers = kill_group(self.proc, self.pid)
         self.proc.stdout.close()
         self.log.close()
         return self.proc.returncode, leftovers
