@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import pytest
 
@@ -120,6 +122,17 @@ def stopped(pids, timeout=5):
                 pass
 
 
+def orphan_exit_status(pid, timeout=5):
+    """The wait status of an orphan re-parented to us (we are a subreaper), once it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            return status
+        assert time.monotonic() < deadline, f"process {pid} outlived its parent by {timeout} s"
+        time.sleep(0.02)
+
+
 def reap_orphans():
     """Reap zombies re-parented to us (we are a subreaper); never touches a live child."""
     for pid in zombies_of(os.getpid()):
@@ -213,6 +226,42 @@ def exchange(port, raw, expect=1, timeout=10, head_only=False, host="127.0.0.1")
         return parse_responses(data, head_only), closed
 
 
+class Timed(NamedTuple):
+    """One request of a batch: seconds from the batch's start, and what came back (status and
+    X-Worker-Pid are None when the server closed without an answer)."""
+    seconds: float
+    status: Optional[int]
+    pid: Optional[int]
+
+
+def concurrent_gets(port, path, n, timeout=30):
+    """n clients at once, each GET on a connection of its own: [Timed] in the clients' order.
+    Every client's seconds count from one instant shared by the batch, so a thread that starts
+    late cannot look faster than its place in the server's queue."""
+    results = [None] * n
+    started = time.monotonic()
+
+    def one(i):
+        data = b""
+        with connect(port, timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            try:
+                while chunk := s.recv(4096):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+        rs = parse_responses(data)
+        pid = rs[0].header("x-worker-pid") if rs else None
+        results[i] = Timed(time.monotonic() - started, rs[0].status if rs else None, int(pid) if pid else None)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def get(port, path="/", version="1.1", headers=None, method="GET", timeout=10):
     """One request on a fresh connection; returns the Response (fails the test if none)."""
     lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1"]
@@ -283,6 +332,10 @@ class Lab:
 
     def children(self):
         return children_of(self.pid)
+
+    def forked(self):
+        """The workers the master has logged forking (`fork worker=W`), in order."""
+        return [int(m.group(1)) for m in self.events(r"\[master \d+\] fork worker=(\d+)")]
 
     def signal(self, sig):
         os.kill(self.pid, sig)

@@ -1,10 +1,9 @@
 """lab01_sync: the iterative server. One request at a time, so throughput is 1/N."""
-import threading
 import time
 
 import pytest
 
-from conftest import run_load, connect, parse_responses
+from conftest import concurrent_gets, connect, run_load
 import contract
 
 LAB = "lab01"
@@ -16,29 +15,11 @@ def lab(start_lab):
     return start_lab(LAB, *FAST_TIMEOUTS)
 
 
-def timed_get(port, path, started, results, i):
-    """GET on a fresh connection; records seconds from `started`, one instant shared by every
-    client (a thread that starts late must not look faster)."""
-    with connect(port, timeout=30) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    results[i] = (time.monotonic() - started, parse_responses(data)[0].status)
-
-
 @pytest.mark.exercise
 @pytest.mark.points(5)
 @pytest.mark.timeout(30)
 def test_four_concurrent_sleepers_are_served_one_after_another(lab):
-    results = [None] * 4
-    started = time.monotonic()
-    threads = [threading.Thread(target=timed_get, args=(lab.port, "/sleep?ms=200", started, results, i))
-               for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrent_gets(lab.port, "/sleep?ms=200", 4)
     latencies = sorted(r[0] for r in results)
     assert all(r[1] == 200 for r in results)
     # 200, 400, 600, 800 ms: each client waits for everyone ahead of it.

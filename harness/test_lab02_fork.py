@@ -2,12 +2,10 @@
 A crashed worker is gone for good; the master only reaps and reports."""
 import os
 import signal
-import threading
-import time
 
 import pytest
 
-from conftest import connect, parse_responses, run_load, wait_until, zombies_of
+from conftest import concurrent_gets, orphan_exit_status, run_load, wait_until, zombies_of
 import contract
 
 LAB = "lab02"
@@ -19,47 +17,13 @@ def lab(start_lab):
     return start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
 
 
-def timed_get(port, path, results, i, started):
-    """One request on its own connection: (seconds, status, X-Worker-Pid), or None if the
-    server closed without answering. Seconds count from `started`, one instant shared by a
-    batch of clients, so a thread that starts late cannot look faster than its place in the
-    queue."""
-    with connect(port, timeout=30) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        try:
-            while chunk := s.recv(4096):
-                data += chunk
-        except ConnectionResetError:
-            pass
-    rs = parse_responses(data)
-    elapsed = time.monotonic() - started
-    results[i] = (elapsed, rs[0].status, int(rs[0].header("x-worker-pid"))) if rs else None
-
-
-def concurrent_gets(port, path, n):
-    results = [None] * n
-    started = time.monotonic()
-    threads = [threading.Thread(target=timed_get, args=(port, path, results, i, started))
-               for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
-def worker_pids(lab):
-    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
-
-
 # --- the stage's idea: M copies, M/N ---------------------------------------------------------
 
 @pytest.mark.exercise
 @pytest.mark.points(3)
 def test_the_master_forks_m_workers_and_ps_shows_m_plus_one_processes(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    forked = worker_pids(lab)
+    forked = lab.forked()
     assert len(forked) == 3, lab.log_text()
     assert sorted(forked) == lab.children()
     assert sorted(lab.processes()) == sorted([lab.pid, *forked])
@@ -92,7 +56,7 @@ def test_throughput_is_m_over_n(lab):
     report = run_load(lab.url + "/sleep?ms=100", connections=4, requests=40)
     assert report["errors"]["total"] == 0, report
     assert 16.0 <= report["rps"] <= 21.0, report
-    assert sorted(int(p) for p in report["per_pid"]) == sorted(worker_pids(lab)), report["per_pid"]
+    assert sorted(int(p) for p in report["per_pid"]) == sorted(lab.forked()), report["per_pid"]
 
 
 @pytest.mark.points(2)
@@ -102,7 +66,7 @@ def test_every_worker_takes_its_share_of_connections(start_lab):
     # Three clients that each hold a worker for 300 ms: three different pids, all children.
     results = concurrent_gets(lab.port, "/sleep?ms=300", 3)
     pids = {r[2] for r in results}
-    assert len(pids) == 3 and pids == set(worker_pids(lab)), results
+    assert len(pids) == 3 and pids == set(lab.forked()), results
 
 
 # --- a crashed worker is gone for good ---------------------------------------------------------
@@ -112,7 +76,7 @@ def test_every_worker_takes_its_share_of_connections(start_lab):
 @pytest.mark.timeout(30)
 def test_crash_kills_exactly_one_worker_and_the_others_keep_serving(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
     assert rs == [] and closed
     dead = lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")
@@ -139,7 +103,7 @@ def test_the_master_does_not_replace_a_crashed_worker(lab):
     assert all(r and r[1] == 200 for r in results)
     # With one worker left, two 300 ms sleepers are served one after the other.
     assert max(r[0] for r in results) >= 0.58, results
-    assert len(worker_pids(lab)) == 2 and len(lab.children()) == 1, lab.log_text()
+    assert len(lab.forked()) == 2 and len(lab.children()) == 1, lab.log_text()
 
 
 @pytest.mark.points(3)
@@ -158,7 +122,7 @@ def test_when_the_last_worker_dies_the_master_exits_1(lab):
 
 @pytest.mark.points(3)
 def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     contract.check_sigterm(lab)
     stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGTERM")
     assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
@@ -175,20 +139,14 @@ def test_ctrl_c_to_the_process_group_exits_0(lab):
 
 @pytest.mark.points(4)
 def test_workers_exit_when_the_master_is_killed(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     # Once a worker says "listening" it has asked for its parent-death signal (PR_SET_PDEATHSIG).
     lab.wait_log(r"\[worker \d+\] listening", count=len(workers))
     lab.signal(signal.SIGKILL)  # no chance to clean up: only the kernel can tell the workers
     lab.wait_exit(10)
     # The orphans were re-parented to this test (a subreaper): reap them and see how they died.
     for pid in workers:
-        deadline = time.monotonic() + 5
-        while True:
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                break
-            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
-            time.sleep(0.02)
+        status = orphan_exit_status(pid)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
 
 

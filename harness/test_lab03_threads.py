@@ -11,7 +11,7 @@ import pytest
 
 import re
 
-from conftest import connect, parse_responses, run_ab, run_load, wait_until
+from conftest import concurrent_gets, connect, parse_responses, run_ab, run_load, wait_until
 import contract
 
 LAB = "lab03"
@@ -31,35 +31,6 @@ def per_connection(start_lab):
 
 def pool(start_lab, threads, *extra):
     return start_lab(LAB, "--model", "pool", "--threads", str(threads), *(extra or FAST_TIMEOUTS))
-
-
-def timed_get(port, path, results, i, started):
-    """One request on its own connection: (seconds, status), or (seconds, None) when the server
-    closed the connection without an answer. Seconds count from `started`, one instant shared
-    by a batch of clients, so a thread that starts late cannot look faster than its place in
-    the queue."""
-    with connect(port, timeout=30) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        try:
-            while chunk := s.recv(4096):
-                data += chunk
-        except ConnectionResetError:
-            pass
-    rs = parse_responses(data)
-    results[i] = (time.monotonic() - started, rs[0].status if rs else None)
-
-
-def concurrent_gets(port, path, n):
-    results = [None] * n
-    started = time.monotonic()
-    threads = [threading.Thread(target=timed_get, args=(port, path, results, i, started))
-               for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 class Sleeper:
