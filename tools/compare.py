@@ -19,8 +19,9 @@ Then the process stages, measured for what they teach, where their labs are in t
   lab06's five --modes: wakeups, wasted wakeups and the kernel's context switches per connection,
                 and who accepted;
   the crash gap: the worst GET / latency when every worker crashes holding a /sleep (lab08, 09, 10);
-  the master's fds per open connection (lab07; lab12 once it exists);
-  failed requests during a rolling reload (lab14, once it exists).
+  the master's fds per open connection (lab07 hands off, lab12 relays);
+  failed requests during a rolling reload (lab14).
+Which labs each panel takes is labinfo's (HERD_LABS, CRASH_GAP_LABS, MASTER_FD_LABS, RELOAD_LABS).
 
 Where it writes: build/compare/results.md and .svg (results-ab.* / results-siege.* for other
 tools), or the directory --out names. Only a full run (every lab, default duration) with --save
@@ -307,11 +308,8 @@ def run_lab(lab, tool, duration, index, total):
 HERD_MODES = ["accept", "epoll", "exclusive", "reuseport", "mutex"]
 HERD_WORKERS = 4            # more waiters than cores: the herd is worth seeing
 HERD_CONNECTIONS = 200      # made one after another: every worker is asleep when each arrives
-GAP_LABS = ["lab08", "lab09", "lab10"]
 GAP_SLEEP_MS = 1000         # what each worker holds when it crashes
-FD_LABS = ["lab07", "lab12"]  # HOOK(lab12): the relaying proxy's row appears once labs/lab12_* exists
 FD_CONNECTIONS = 20
-RELOAD_LABS = ["lab14"]     # HOOK(lab14): the rolling reload's row appears once labs/lab14_* exists
 HERD_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)$")
 
 
@@ -463,24 +461,24 @@ def measure_stages(labs):
     st = Stages()
     by_name = {l.short: l for l in labs}
     root = labs[0].root if labs else labinfo.REPO
-    if "lab06" in by_name:
+    for name in (n for n in labinfo.HERD_LABS if n in by_name):
         for mode in HERD_MODES:
-            progress(f"[stages] lab06 --mode {mode}: {HERD_CONNECTIONS} connections, one at a time ", end="")
-            h = measure_herd(by_name["lab06"], mode, root)
+            progress(f"[stages] {name} --mode {mode}: {HERD_CONNECTIONS} connections, one at a time ", end="")
+            h = measure_herd(by_name[name], mode, root)
             st.herd.append(h)
             progress(h.error or f"{h.per(h.wakeups):.2f} wakeups, {h.per(h.sleeps):.2f} sleeps per connection")
-    for name in GAP_LABS:
+    for name in labinfo.CRASH_GAP_LABS:
         if name in by_name:
             progress(f"[stages] {name}: every worker crashes holding a /sleep?ms={GAP_SLEEP_MS} ", end="")
             g = measure_crash_gap(by_name[name], root)
             st.gaps.append(g)
             progress(g.error or f"worst GET / {g.worst_ms:.0f} ms, {g.failed} failed")
-    for name in FD_LABS:
+    for name in labinfo.MASTER_FD_LABS:
         if name in by_name:
             per, err = measure_fds_per_connection(by_name[name])
             st.fds.append((by_name[name], per, err))
             progress(f"[stages] {name}: " + (err or f"{per:.2f} master fds per open connection"))
-    for name in RELOAD_LABS:
+    for name in labinfo.RELOAD_LABS:
         if name in by_name:
             got, err = measure_reload(by_name[name], root)
             st.reloads.append((by_name[name], got, err))
@@ -545,10 +543,7 @@ def stage_panels(st):
     if fds:
         rows = [svg.Row(lab.short, lab.title(), [svg.Slot([svg.Layer(per, fill=svg.SKY)], f"{per:.2f} fds")])
                 for lab, per in fds]
-        names = {lab.short for lab, _ in fds}
         note = "a master that hands connections off keeps none; one that relays keeps two (client and worker)"
-        if "lab12" not in names:
-            note += "; lab12's row appears once it exists"
         panels.append(svg.Panel(f"The master's fds per open connection ({FD_CONNECTIONS} kept-alive connections)",
                                 "", rows, max_value=max(2.0, max(p for _, p in fds)),
                                 legend=[(svg.Layer(0, fill=svg.SKY), "fds per connection")], note=note))

@@ -130,6 +130,15 @@ def resolve(name, root=REPO):
     raise LabError(f"no lab called {name!r} (labs here: {known})")
 
 
+# --- which stage shows what ----------------------------------------------------------------
+# The labs whose idea shows in a measurement of its own beside the shared /sleep table (make
+# compare draws one panel each, timeline.py and the notes refer to the same groups).
+HERD_LABS = ["lab06"]                     # who is woken per connection, in each --mode
+CRASH_GAP_LABS = ["lab08", "lab09", "lab10"]  # the worst GET / while every worker crashes
+MASTER_FD_LABS = ["lab07", "lab12"]       # the master's fds per open connection: handed off or relayed
+RELOAD_LABS = ["lab14"]                   # failed requests while SIGHUP replaces every worker
+
+
 # --- what `make compare` runs --------------------------------------------------------------
 @dataclass
 class Profile:
