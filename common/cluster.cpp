@@ -39,12 +39,13 @@ Worker* Cluster::fork_worker(int slot, const std::vector<std::string>& env) {
     pid_t pid = spawn_worker(worker_end.get(), argv_, program_.c_str(), env);
     if (pid < 0) return nullptr;  // logged by spawn_worker
     // worker_end closes here in the master: from now on only the worker holds it.
-    auto w = std::make_unique<Worker>();
-    w->slot = slot;
-    w->pid = pid;
-    w->channel = std::make_unique<Channel>(std::move(master_end));
-    Worker* raw = w.get();
-    workers_.push_back(std::move(w));
+    int id = next_id_++;
+    Worker& w = workers_[id];
+    w.id = id;
+    w.slot = slot;
+    w.pid = pid;
+    w.channel = std::make_unique<Channel>(std::move(master_end));
+    Worker* raw = &w;
     loop_.add(raw->channel->fd(), EPOLLIN, [this, raw](uint32_t events) {
         if (events & EPOLLOUT) {
             if (!raw->channel->flush()) return disconnect(*raw);
@@ -77,11 +78,14 @@ void Cluster::on_channel(Worker& w) {
     RecvStatus status = w.channel->receive(messages);
     for (Message& m : messages) {
         std::string act = m.body.get_string("act");
+        // The state only moves forward (a worker may say listening before online, and one
+        // already disconnecting stays so whatever it says); the events are logged regardless.
+        bool going = w.state == WorkerState::disconnecting;
         if (act == "online") {
-            w.online = true;
+            if (w.state == WorkerState::starting) w.state = WorkerState::online;
             log_event("online worker=%d", w.pid);
         } else if (act == "listening") {
-            w.listening = true;
+            if (!going) w.state = WorkerState::listening;
             log_event("listening worker=%d port=%lld", w.pid, static_cast<long long>(m.body.get_int("port")));
         }
         if (on_message_) on_message_(w, m);
@@ -102,17 +106,25 @@ void Cluster::reap() {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        auto it = workers_.begin();
-        while (it != workers_.end() && (*it)->pid != pid) ++it;
-        if (it == workers_.end()) continue;  // not a worker (lab04-style helpers reap their own)
-        std::unique_ptr<Worker> w = std::move(*it);
-        workers_.erase(it);
+        Worker* found = find_pid(pid);
+        if (!found) continue;  // not a worker (lab04-style helpers reap their own)
+        // Out of the table first, so that handlers called from here no longer list it; the node
+        // keeps the record where it was.
+        auto node = workers_.extract(found->id);
+        Worker* w = &node.mapped();
         // Its last messages (a suicide, say) may still be unread in the channel when SIGCHLD
         // comes first: read them before the exit event, or they would be lost with the channel.
         if (w->channel) on_channel(*w);
         disconnect(*w);
+        w->exited_after_disconnect = w->state == WorkerState::disconnecting;
+        w->state = WorkerState::exited;
         log_event("exit worker=%d %s", pid, describe_exit(status).c_str());
+        // While its exit is reported, find() still answers for it (state exited), so a handler
+        // can name a worker it knew by id; workers() no longer lists it.
+        Worker* outer = exiting_;
+        exiting_ = w;
         if (on_exit_) on_exit_(*w, status);
+        exiting_ = outer;
     }
     if (shutting_down_ && workers_.empty() && on_all_exited_) {
         auto done = std::move(on_all_exited_);
@@ -123,24 +135,36 @@ void Cluster::reap() {
 
 std::vector<Worker*> Cluster::workers() {
     std::vector<Worker*> out;
-    for (auto& w : workers_) out.push_back(w.get());
+    for (auto& [id, w] : workers_) out.push_back(&w);
     return out;
+}
+
+Worker* Cluster::find(int id) {
+    auto it = workers_.find(id);
+    if (it != workers_.end()) return &it->second;
+    return exiting_ && exiting_->id == id ? exiting_ : nullptr;
+}
+
+Worker* Cluster::find_pid(pid_t pid) {
+    for (auto& [id, w] : workers_)
+        if (w.pid == pid) return &w;
+    return nullptr;
 }
 
 size_t Cluster::listening_count() const {
     size_t n = 0;
-    for (auto& w : workers_) n += w->listening ? 1 : 0;
+    for (auto& [id, w] : workers_) n += w.listening() ? 1 : 0;
     return n;
 }
 
 void Cluster::shutdown(long timeout_ms, std::function<void()> done) {
     shutting_down_ = true;
     on_all_exited_ = std::move(done);
-    for (auto& w : workers_) kill(w->pid, SIGTERM);
+    for (auto& [id, w] : workers_) kill(w.pid, SIGTERM);
     loop_.add_timer(timeout_ms, [this] {
-        for (auto& w : workers_) {
-            log_event("kill worker=%d reason=shutdown-timeout", w->pid);
-            kill(w->pid, SIGKILL);
+        for (auto& [id, w] : workers_) {
+            log_event("kill worker=%d reason=shutdown-timeout", w.pid);
+            kill(w.pid, SIGKILL);
         }
     });
     reap();  // nothing to wait for if there are no workers

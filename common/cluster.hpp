@@ -1,6 +1,8 @@
-// cluster.hpp — the master's process table and the worker's end of the channel (labs 05–10).
+// cluster.hpp — the master's process table and the worker's end of the channel (every
+// master/worker lab, 05–15, and common/cluster_module.cpp).
 //
-// Master side (Cluster): fork a worker = socketpair + fork/exec of this same program with the
+// Master side (Cluster): one table of workers keyed by id (Node's worker.id: 1, 2, 3… in fork
+// order, never reused), each one record: id, slot, pid, generation and a state. Fork a worker = socketpair + fork/exec of this same program with the
 // channel's fd number in CLUSTERLAB_CHANNEL_FD (cluster.fork()); watch every channel on the
 // event loop; reap exits on SIGCHLD. It logs the contract's events in Node's vocabulary:
 //   [master P] fork worker=W          [master P] online worker=W
@@ -20,6 +22,7 @@
 #include "event_loop.hpp"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <sys/types.h>
@@ -31,13 +34,27 @@ constexpr long kForkRetryMs = 1000;
 // A one-key message: msg("act", "online") is {"act":"online"}.
 JsonObject msg(std::string_view key, std::string_view value);
 
+// Where a worker is in its life (Node's worker.state, plus `starting` before its first word).
+// Cluster moves it to online and listening when the worker says so and to exited when it is
+// reaped; `disconnecting` is the master's to set: the worker is going on purpose — it announced
+// its own death (lab09's suicide) or was told to go (lab14's retirement, Node's
+// worker.disconnect()) — so its exit is expected, not a crash to restart.
+enum class WorkerState { starting, online, listening, disconnecting, exited };
+
 struct Worker {
+    int id = 0;            // Node's worker.id: 1, 2, 3… in fork order, never reused
     int slot = 0;          // 0..N-1: a replacement takes the slot of the worker it replaces
     pid_t pid = -1;
+    long generation = 0;   // lab14: the reload that started it (0 where nobody reloads)
+    WorkerState state = WorkerState::starting;
+    // Set when it is reaped: it was disconnecting when it exited (Node's exitedAfterDisconnect),
+    // the one thing an exit handler needs from the state that `exited` replaced.
+    bool exited_after_disconnect = false;
     std::unique_ptr<Channel> channel;  // null once disconnected
-    bool online = false;
-    bool listening = false;
-    bool suicide = false;  // lab09: it announced its own death
+
+    bool listening() const { return state == WorkerState::listening; }
+    // Neither disconnecting nor exited: it still owns its slot.
+    bool serving() const { return state != WorkerState::disconnecting && state != WorkerState::exited; }
 };
 
 class Cluster {
@@ -51,10 +68,11 @@ public:
     // Messages other than online/listening (which Cluster logs and records itself) and, after
     // those two, every message too, so a lab can act on them.
     void on_message(MessageFn fn) { on_message_ = std::move(fn); }
-    // After a worker has exited and been reaped and logged. The Worker is about to be erased.
+    // After a worker has exited and been reaped and logged: its state is `exited`, workers() no
+    // longer lists it, find(id) still finds it until the handler returns; then it is erased.
     void on_exit(ExitFn fn) { on_exit_ = std::move(fn); }
 
-    // Forks a worker into `slot`. Returns it, or nullptr if socketpair or fork failed (logged with
+    // Forks a worker into `slot` (state starting, the next id). Returns it, or nullptr if socketpair or fork failed (logged with
     // the call and strerror: EMFILE at the fd limit, EAGAIN at the process limit). A per-worker
     // failure: the caller keeps serving with the workers it has and tries again later.
     Worker* fork_worker(int slot);
@@ -72,7 +90,10 @@ public:
     // for a decision that must not be taken on stale news (has it answered yet?).
     void read_messages(Worker& w) { if (w.channel) on_channel(w); }
 
+    // Every worker not yet reaped, in id order (= fork order).
     std::vector<Worker*> workers();
+    Worker* find(int id);         // nullptr: no such worker (or gone: see on_exit)
+    Worker* find_pid(pid_t pid);  // a live one; a linear search: the table holds a handful
     size_t size() const { return workers_.size(); }
     size_t listening_count() const;
 
@@ -91,7 +112,9 @@ private:
     std::string program_ = "/proc/self/exe";
     std::vector<std::string> program_args_;  // set_program's argv, backing program_argv_
     std::vector<char*> program_argv_;
-    std::vector<std::unique_ptr<Worker>> workers_;
+    std::map<int, Worker> workers_;  // by id; a map's nodes stay put, so Worker* stays valid
+    int next_id_ = 1;
+    Worker* exiting_ = nullptr;      // the record on_exit is being told about, out of workers_
     MessageFn on_message_;
     ExitFn on_exit_;
     bool shutting_down_ = false;

@@ -131,7 +131,7 @@ enum class Turn { take, wait, skip };
 
 [[maybe_unused]] Turn turn_of(const Dealer& d, const Worker& w) {  // (unused by the exercise stub)
     // No channel: its end of file was read, it is dead even if SIGCHLD has not come yet.
-    if (!w.channel || !w.listening) return Turn::skip;
+    if (!w.channel || !w.listening()) return Turn::skip;
     auto rest = d.resting.find(w.pid);
     if (rest != d.resting.end() && rest->second > monotonic_ms()) return Turn::skip;
     for (const auto& [id, h] : d.in_flight)

@@ -176,7 +176,7 @@ void restart(Master& m, pid_t old, int slot) {
 // exit; one that sent a suicide was replaced then, and is never replaced twice.
 void on_worker_exit(Master& m, const Worker& w) {
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
-    if (w.suicide) return;
+    if (w.exited_after_disconnect) return;
     restart(m, w.pid, w.slot);
 }
 
@@ -187,8 +187,8 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     if (act == "listening" && !m.ready && m.cluster.listening_count() >= static_cast<size_t>(m.opts.server.workers)) {
         m.ready = true;
         print_ready("lab09", m.opts.server.host, port);
-    } else if (act == "suicide" && !w.suicide) {
-        w.suicide = true;
+    } else if (act == "suicide" && w.state != WorkerState::disconnecting) {
+        w.state = WorkerState::disconnecting;
         log_event("suicide worker=%d", w.pid);
         if (!m.cluster.shutting_down()) restart(m, w.pid, w.slot);
     }

@@ -192,7 +192,7 @@ void stop_if_nothing_left(Master& m) {
 // exit; one that sent a suicide was replaced then, and is never replaced twice.
 void on_worker_exit(Master& m, const Worker& w) {
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
-    if (!w.suicide) restart(m, w.pid, w.slot);
+    if (!w.exited_after_disconnect) restart(m, w.pid, w.slot);
     stop_if_nothing_left(m);
 }
 
@@ -203,8 +203,8 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     if (act == "listening" && !m.ready && m.cluster.listening_count() >= static_cast<size_t>(m.opts.server.workers)) {
         m.ready = true;
         print_ready("lab10", m.opts.server.host, port);
-    } else if (act == "suicide" && !w.suicide) {
-        w.suicide = true;
+    } else if (act == "suicide" && w.state != WorkerState::disconnecting) {
+        w.state = WorkerState::disconnecting;
         log_event("suicide worker=%d", w.pid);
         if (!m.cluster.shutting_down()) restart(m, w.pid, w.slot);
     }

@@ -196,7 +196,7 @@ void close_relay(Master& m, Relay& r) {
 
 bool is_up(const Master& m, const Worker& w, long long now) {
     auto it = m.upstreams.find(w.pid);
-    return w.channel && w.listening && it != m.upstreams.end() && it->second.port > 0 && it->second.down_until <= now;
+    return w.channel && w.listening() && it != m.upstreams.end() && it->second.port > 0 && it->second.down_until <= now;
 }
 
 Worker* next_worker(Master& m) {

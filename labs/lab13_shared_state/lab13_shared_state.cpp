@@ -546,7 +546,7 @@ void restart(Master& m, const Worker& old) {
 void on_worker_exit(Master& m, const Worker& w) {
     forget_poller(m, w.pid);
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
-    if (!w.suicide) restart(m, w);
+    if (!w.exited_after_disconnect) restart(m, w);
     if (m.gave_up && m.cluster.size() == 0) {
         log_event("shutdown reason=giveup workers=0");
         m.exit_code = 1;
@@ -640,8 +640,8 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
     std::int64_t id = body.get_int("id");
     if (act == "listening") {
         maybe_ready(m, port);
-    } else if (act == "suicide" && !w.suicide) {
-        w.suicide = true;
+    } else if (act == "suicide" && w.state != WorkerState::disconnecting) {
+        w.state = WorkerState::disconnecting;
         log_event("suicide worker=%d", w.pid);
         if (!m.cluster.shutting_down()) restart(m, w);
     } else if (act == "checked") {

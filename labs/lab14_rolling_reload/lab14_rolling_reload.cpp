@@ -17,8 +17,6 @@
 
 #include <csignal>
 #include <exception>
-#include <map>
-#include <set>
 #include <string>
 #include <sys/epoll.h>
 
@@ -237,22 +235,14 @@ struct Master {
     bool gave_up = false;   // once given up, never restart again
     int exit_code = 0;
     long generation = 1;                 // the newest configuration checked and started
-    std::map<pid_t, long> generation_of{};  // every live worker's generation
-    std::set<pid_t> retired{};            // told to go (or discarded): never restarted
     Reload reload{};
 };
 
-Worker* find_worker(Master& m, pid_t pid) {
-    for (Worker* w : m.cluster.workers())
-        if (w->pid == pid) return w;
-    return nullptr;
-}
-
-// The worker that owns `slot` now: not retired, not dying by its own suicide (its replacement
-// owns the slot then). nullptr if the slot is empty.
+// The worker that owns `slot` now: not disconnecting (retired, or dying by its own suicide: its
+// replacement owns the slot then). nullptr if the slot is empty.
 Worker* slot_owner(Master& m, int slot) {
     for (Worker* w : m.cluster.workers())
-        if (w->slot == slot && !w->suicide && !m.retired.count(w->pid)) return w;
+        if (w->slot == slot && w->serving()) return w;
     return nullptr;
 }
 
@@ -261,7 +251,7 @@ Worker* slot_owner(Master& m, int slot) {
 Worker* start_worker(Master& m, int slot) {
     Worker* w = m.cluster.fork_worker(slot);
     if (!w) return nullptr;
-    m.generation_of[w->pid] = m.generation;
+    w->generation = m.generation;
     JsonObject server = msg("cmd", "server");
     server.set("generation", static_cast<std::int64_t>(m.generation));
     m.cluster.send(*w, server, m.listener.get());
@@ -271,7 +261,7 @@ Worker* start_worker(Master& m, int slot) {
 // lab10's restart: a dead worker's slot gets a replacement, unless too often. If the fork fails
 // (out of processes or descriptors), the slot is tried again a second later; meanwhile the
 // others serve.
-void restart(Master& m, const Worker& old) {
+void restart(Master& m, pid_t old, int slot) {
     if (m.gave_up) return;
     if (!m.window.allow(monotonic_ms())) {
         m.gave_up = true;
@@ -279,15 +269,12 @@ void restart(Master& m, const Worker& old) {
                   m.cluster.size());
         return;
     }
-    Worker* w = start_worker(m, old.slot);
-    log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+    Worker* w = start_worker(m, slot);
+    log_event("restart worker=%d replacement=%d", old, w ? w->pid : -1);
     if (w) return;
-    int slot = old.slot;
-    m.loop.add_timer(1000, [&m, slot] {
+    m.loop.add_timer(kForkRetryMs, [&m, slot] {
         if (m.cluster.shutting_down() || slot_owner(m, slot)) return;
-        Worker empty;
-        empty.slot = slot;
-        restart(m, empty);
+        restart(m, -1, slot);
     });
 }
 
@@ -295,7 +282,7 @@ void restart(Master& m, const Worker& old) {
 void log_serving(Master& m) {
     for (int slot = 0; slot < m.opts.server.workers; ++slot) {
         Worker* w = slot_owner(m, slot);
-        if (w) log_event("reload serving slot=%d generation=%ld worker=%d", slot, m.generation_of[w->pid], w->pid);
+        if (w) log_event("reload serving slot=%d generation=%ld worker=%d", slot, w->generation, w->pid);
         else log_event("reload serving slot=%d generation=none worker=none", slot);
     }
 }
@@ -306,10 +293,9 @@ void start_reload(Master& m);
 // From now on its exit is expected (exitedAfterDisconnect): never restarted, never counted
 // toward --limit.
 void retire(Master& m, pid_t pid, pid_t replacement) {
-    if (pid <= 0 || m.retired.count(pid)) return;
-    Worker* w = find_worker(m, pid);
-    if (!w) return;  // gone already
-    m.retired.insert(pid);
+    Worker* w = pid > 0 ? m.cluster.find_pid(pid) : nullptr;
+    if (!w || w->state == WorkerState::disconnecting) return;  // gone or going already
+    w->state = WorkerState::disconnecting;
     log_event("reload retire generation=%ld slot=%d worker=%d replacement=%d", m.reload.generation, w->slot, pid,
               replacement);
     m.cluster.send(*w, msg("cmd", "disconnect"));
@@ -319,7 +305,7 @@ void finish_reload(Master& m) {
     Reload& r = m.reload;
     r.running = false;
     size_t draining = 0;
-    for (Worker* w : m.cluster.workers()) draining += m.retired.count(w->pid);
+    for (Worker* w : m.cluster.workers()) draining += w->state == WorkerState::disconnecting;
     log_event("reload done generation=%ld ms=%lld workers=%ld draining=%zu", r.generation,
               monotonic_ms() - r.started_ms, m.opts.server.workers, draining);
     log_serving(m);
@@ -336,23 +322,20 @@ void abort_reload(Master& m, const char* reason) {
     m.loop.cancel_timer(r.listen_timer);
     r.listen_timer = 0;
     r.running = false;
-    bool newcomer_alive = r.new_pid > 0 && find_worker(m, r.new_pid);
-    if (newcomer_alive) m.retired.insert(r.new_pid);  // its exit is ours: not a crash to restart
+    Worker* newcomer = r.new_pid > 0 ? m.cluster.find_pid(r.new_pid) : nullptr;
+    if (newcomer) newcomer->state = WorkerState::disconnecting;  // its exit is ours: not a crash to restart
     int replaced = 0;
     for (int slot = 0; slot < m.opts.server.workers; ++slot) {
         Worker* w = slot_owner(m, slot);
-        replaced += w && m.generation_of[w->pid] >= r.generation;
+        replaced += w && w->generation >= r.generation;
     }
     log_event("reload aborted generation=%ld reason=%s slot=%d worker=%d replaced=%d/%ld", r.generation, reason,
               r.slot, r.new_pid, replaced, m.opts.server.workers);
-    if (newcomer_alive) kill(r.new_pid, SIGKILL);  // Cluster reaps it and logs its exit
+    if (newcomer) kill(r.new_pid, SIGKILL);  // Cluster reaps it and logs its exit
     if (r.old_died && !m.cluster.shutting_down()) {
         // The slot's old worker died while its newcomer started: without the newcomer, lab10's
         // restart applies after all.
-        Worker gone;
-        gone.slot = r.slot;
-        gone.pid = r.old_pid;
-        restart(m, gone);
+        restart(m, r.old_pid, r.slot);
     }
     r.new_pid = r.old_pid = -1;
     log_serving(m);
@@ -369,7 +352,7 @@ void replace_next_slot(Master& m) {
     while (r.next_slot < m.opts.server.workers) {
         int slot = r.next_slot++;
         Worker* old = slot_owner(m, slot);
-        if (old && m.generation_of[old->pid] >= r.generation) {
+        if (old && old->generation >= r.generation) {
             // A restart during this reload read the new file already.
             log_event("reload step generation=%ld slot=%d skipped worker=%d", r.generation, slot, old->pid);
             continue;
@@ -450,13 +433,11 @@ bool replaced_by_newcomer(Master& m, const Worker& w) {
 // Exits: a retired worker's is expected (not restarted, not counted); the newcomer's aborts the
 // reload; any other is lab10's, unless the newcomer of its slot already replaces it.
 void on_worker_exit(Master& m, const Worker& w) {
-    m.generation_of.erase(w.pid);
-    bool was_retired = m.retired.erase(w.pid) > 0;
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
     if (m.reload.running && w.pid == m.reload.new_pid) {
         abort_reload(m, "new-worker-exited");
-    } else if (!was_retired && !w.suicide && !replaced_by_newcomer(m, w)) {
-        restart(m, w);
+    } else if (!w.exited_after_disconnect && !replaced_by_newcomer(m, w)) {
+        restart(m, w.pid, w.slot);
     }
     if (m.gave_up && m.cluster.size() == 0) {
         log_event("shutdown reason=giveup workers=0");
@@ -478,10 +459,10 @@ void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
             }
         }
         if (m.reload.running && w.pid == m.reload.new_pid) on_newcomer_listening(m);
-    } else if (act == "suicide" && !w.suicide) {
-        w.suicide = true;
+    } else if (act == "suicide" && w.state != WorkerState::disconnecting) {
+        w.state = WorkerState::disconnecting;
         log_event("suicide worker=%d", w.pid);
-        if (!m.cluster.shutting_down() && !m.retired.count(w.pid) && !replaced_by_newcomer(m, w)) restart(m, w);
+        if (!m.cluster.shutting_down() && !replaced_by_newcomer(m, w)) restart(m, w.pid, w.slot);
     }
 }
 
