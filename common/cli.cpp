@@ -8,53 +8,28 @@
 Cli::Cli(std::string program, std::string summary)
     : program_(std::move(program)), summary_(std::move(summary)) {}
 
+// Designated initializers: each kind of option sets only the fields it uses.
 void Cli::flag(const std::string& name, bool* out, const std::string& help) {
-    Option o;
-    o.name = name;
-    o.metavar = "";
-    o.help = help;
-    o.kind = Option::flag;
-    o.flag_out = out;
-    options_.push_back(o);
+    options_.push_back({.name = name, .help = help, .kind = Option::flag, .flag_out = out});
 }
 
 void Cli::integer(const std::string& name, long* out, long min, long max, const std::string& help) {
-    Option o;
-    o.name = name;
-    o.metavar = "N";
-    o.help = help;
-    o.kind = Option::integer;
-    o.int_out = out;
-    o.min = min;
-    o.max = max;
-    o.default_text = std::to_string(*out);
-    options_.push_back(o);
+    options_.push_back({.name = name, .metavar = "N", .help = help, .kind = Option::integer, .int_out = out,
+                        .min = min, .max = max, .default_text = std::to_string(*out)});
 }
 
 void Cli::text(const std::string& name, std::string* out, const std::string& metavar,
                const std::string& help) {
-    Option o;
-    o.name = name;
-    o.metavar = metavar;
-    o.help = help;
-    o.kind = Option::text;
-    o.text_out = out;
-    o.default_text = *out;
-    options_.push_back(o);
+    options_.push_back({.name = name, .metavar = metavar, .help = help, .kind = Option::text, .text_out = out,
+                        .default_text = *out});
 }
 
 void Cli::choice(const std::string& name, std::string* out, std::vector<std::string> choices,
                  const std::string& help) {
-    Option o;
-    o.name = name;
-    o.metavar = "";
-    o.help = help;
-    o.kind = Option::choice;
-    o.text_out = out;
-    o.default_text = *out;
-    for (size_t i = 0; i < choices.size(); ++i) o.metavar += (i ? "|" : "") + choices[i];
-    o.choices = std::move(choices);
-    options_.push_back(o);
+    std::string metavar;  // a|b|c, as --help shows it
+    for (size_t i = 0; i < choices.size(); ++i) metavar += (i ? "|" : "") + choices[i];
+    options_.push_back({.name = name, .metavar = metavar, .help = help, .kind = Option::choice, .text_out = out,
+                        .choices = std::move(choices), .default_text = *out});
 }
 
 std::string Cli::usage() const {

@@ -41,14 +41,14 @@ public:
 
 private:
     struct Option {
-        std::string name, metavar, help;
+        std::string name = {}, metavar = {}, help = {};
         enum Kind { flag, integer, text, choice } kind = flag;
         bool* flag_out = nullptr;
         long* int_out = nullptr;
         long min = 0, max = 0;
         std::string* text_out = nullptr;
-        std::vector<std::string> choices;
-        std::string default_text;
+        std::vector<std::string> choices = {};
+        std::string default_text = {};
     };
     Result fail(std::string message);
     std::string program_, summary_, error_;

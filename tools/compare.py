@@ -558,6 +558,13 @@ def stage_panels(st):
     return panels
 
 
+def measured_row(names, error, figures, width):
+    """One markdown row: the row's names, then its `width` figures (figures() gives them), or
+    'could not measure' and empty cells when the measurement failed."""
+    cells = names + ([f"could not measure: {error}"] + [""] * (width - 1) if error else figures())
+    return "| " + " | ".join(cells) + " |"
+
+
 def stage_markdown(st):
     if st is None or not (st.herd or st.gaps or st.fds or st.reloads):
         return []
@@ -572,13 +579,9 @@ def stage_markdown(st):
                   f"{HERD_CONNECTIONS}`).", "",
                   "| mode | command | wakeups / conn | wasted / conn | sleeps / conn | accepted per worker |",
                   "|---|---|--:|--:|--:|---|"]
-        for h in st.herd:
-            if h.error:
-                lines.append(f"| {h.mode} | `{h.command}` | could not measure: {h.error} | | | |")
-            else:
-                lines.append(f"| {h.mode} | `{h.command}` | {h.per(h.wakeups):.2f} | {h.per(h.wasted):.2f} "
-                             f"| {h.per(h.sleeps):.2f} | {' · '.join(map(str, h.accepted))} |")
-        lines.append("")
+        lines += [measured_row([h.mode, f"`{h.command}`"], h.error, lambda h=h: [
+            f"{h.per(h.wakeups):.2f}", f"{h.per(h.wasted):.2f}", f"{h.per(h.sleeps):.2f}",
+            " · ".join(map(str, h.accepted))], 4) for h in st.herd] + [""]
     if st.gaps:
         lines += [f"### The crash gap: every worker crashes holding a /sleep?ms={GAP_SLEEP_MS}", "",
                   f"`--workers {labinfo.WORKERS}`; `./loadgen --connections 2` asks for GET / throughout; each worker "
@@ -587,26 +590,19 @@ def stage_markdown(st):
                   "no worker accepting: from the event log.", "",
                   "| lab | stage | GET / answered after the crash | worst ms | no worker accepting, ms | failed |",
                   "|---|---|--:|--:|--:|---|"]
-        for g in st.gaps:
-            if g.error:
-                lines.append(f"| {g.lab} | {g.title} | could not measure: {g.error} | | | |")
-            else:
-                lines.append(f"| {g.lab} | {g.title} | {g.requests} | {g.worst_ms:,.1f} | {g.no_worker_ms:,.0f} "
-                             f"| {g.failed}{f' ({g.kinds})' if g.kinds else ''} |")
-        lines.append("")
+        lines += [measured_row([g.lab, g.title], g.error, lambda g=g: [
+            str(g.requests), f"{g.worst_ms:,.1f}", f"{g.no_worker_ms:,.0f}",
+            f"{g.failed}{f' ({g.kinds})' if g.kinds else ''}"], 4) for g in st.gaps] + [""]
     if st.fds:
         lines += [f"### The master's fds per open connection ({FD_CONNECTIONS} kept-alive connections, each served once)",
                   "", "| lab | stage | fds per connection |", "|---|---|--:|"]
-        for lab, per, err in st.fds:
-            lines.append(f"| {lab.short} | {lab.title()} | {err and 'could not measure: ' + err or f'{per:.2f}'} |")
-        lines.append("")
+        lines += [measured_row([lab.short, lab.title()], err, lambda per=per: [f"{per:.2f}"], 1)
+                  for lab, per, err in st.fds] + [""]
     if st.reloads:
         lines += ["### Failed requests during a rolling reload", "", "| lab | stage | requests | failed |",
                   "|---|---|--:|---|"]
-        for lab, got, err in st.reloads:
-            lines.append(f"| {lab.short} | {lab.title()} | " +
-                         (f"could not measure: {err} | |" if err else f"{got[0]} | {got[1]} {got[2]} |"))
-        lines.append("")
+        lines += [measured_row([lab.short, lab.title()], err, lambda got=got: [str(got[0]), f"{got[1]} {got[2]}"], 2)
+                  for lab, got, err in st.reloads] + [""]
     return lines
 
 

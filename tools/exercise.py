@@ -260,12 +260,7 @@ def prune_links(text, where, root):
 def write_copy(lab, dest, regions_by_file):
     root = lab.root
     dest.mkdir(parents=True, exist_ok=True)
-    for name in TOP_LEVEL:
-        src = root / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=IGNORE)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    labinfo.copy_parts(root, dest, TOP_LEVEL, IGNORE)
     # The harness without the other labs' tests, except those this lab's tests import from.
     shutil.copytree(root / "harness", dest / "harness",
                     ignore=shutil.ignore_patterns("test_*.py", "__pycache__", "*.pyc", ".pytest_cache"))

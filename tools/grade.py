@@ -146,12 +146,7 @@ def trusted_tree(student, labs, teacher=labinfo.REPO):
     The teacher's build outputs for common/ and the load client come along with their times,
     so make compiles only the lab."""
     work = Path(tempfile.mkdtemp(prefix="grade-trusted-"))
-    for name in TEACHER_FILES:
-        src = teacher / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=IGNORE)
-        elif src.exists():
-            shutil.copy2(src, work / name)
+    labinfo.copy_parts(teacher, work, TEACHER_FILES, IGNORE)
     build = teacher / "build"
     for part in ("common", "harness"):
         if (build / part).is_dir():

@@ -12,6 +12,7 @@ run without pytest.
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,17 @@ class LabSource:
     def notes_file(self):
         found = sorted((self.root / "notes").glob(f"{self.short}_*.md"))
         return found[0] if found else None
+
+
+def copy_parts(root, dest, names, ignore=None):
+    """Copies each of `names` (files or directories under root) that exists into dest: how
+    make exercise and make grade put a copy of the repo together."""
+    for name in names:
+        src = Path(root) / name
+        if src.is_dir():
+            shutil.copytree(src, Path(dest) / name, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, Path(dest) / name)
 
 
 def find_labs(root=REPO):
