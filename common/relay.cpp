@@ -228,13 +228,10 @@ void Relays::note_failure(pid_t worker, int port, int error) {
 // A worker that has exited (or whose channel reads end of file: it is exiting) is gone; one that
 // merely closed a connection, like a worker draining after /crash, is not.
 bool Relays::worker_gone(pid_t pid) {
-    for (Worker* w : cluster_.workers()) {
-        if (w->pid != pid) continue;
-        if (!w->channel) return true;
-        char byte;
-        return ::recv(w->channel->fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-    }
-    return true;
+    Worker* w = cluster_.find_pid(pid);
+    if (!w || !w->channel) return true;
+    char byte;
+    return ::recv(w->channel->fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 // epoll_ctl only when the interest changes: in the steady state (both sides keeping up) a
