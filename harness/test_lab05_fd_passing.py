@@ -5,12 +5,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, connect, run_load, wait_until, zombies_of
+from conftest import orphan_exit_status, REPO, run_load, wait_until, zombies_of
+from procfs import listening_inodes, socket_inodes
 import contract
 import supervision
 
@@ -21,34 +21,6 @@ FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
 @pytest.fixture
 def lab(start_lab):
     return start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
-
-
-def worker_pids(lab):
-    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
-
-
-def socket_inodes(pid):
-    """The inodes of every socket a process holds (ls -l /proc/PID/fd: socket:[INODE])."""
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
-
-
-def listening_inodes(port):
-    """Inodes of the TCP sockets in LISTEN state on `port` (what ss -ltn shows)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                found.add(f[9])
-    return found
 
 
 def unix_inodes():
@@ -66,7 +38,7 @@ def crash_one(lab):
 @pytest.mark.points(5)
 def test_workers_accept_on_the_one_socket_the_master_opened_and_sent(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     assert len(workers) == 3 and sorted(workers) == lab.children()
     # One listening socket on the port, not one per worker: the workers hold the master's.
     listeners = listening_inodes(lab.port)
@@ -89,14 +61,14 @@ def test_the_ready_line_comes_when_every_worker_is_listening(start_lab):
     # No waiting here: the master logs each worker's report before it prints the ready line.
     online = lab.events(r"\[master \d+\] online worker=(\d+)")
     listening = lab.events(r"\[master \d+\] listening worker=(\d+) port=(\d+)")
-    assert sorted(int(m.group(1)) for m in online) == sorted(worker_pids(lab))
-    assert sorted(int(m.group(1)) for m in listening) == sorted(worker_pids(lab))
+    assert sorted(int(m.group(1)) for m in online) == sorted(lab.forked())
+    assert sorted(int(m.group(1)) for m in listening) == sorted(lab.forked())
     assert {int(m.group(2)) for m in listening} == {lab.port}
 
 
 @pytest.mark.points(3)
 def test_json_messages_travel_both_ways(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     # master -> worker: {"hello":"worker"}, logged by the worker that got it
     got = lab.wait_log(r"\[worker (\d+)\] message from=master hello=worker", count=2)
     assert sorted(int(m.group(1)) for m in got) == sorted(workers)
@@ -111,7 +83,7 @@ def test_only_the_channel_survives_exec_every_other_fd_is_cloexec(lab):
     # A worker holds exactly one AF_UNIX socket, its end of its own channel: not the master's
     # ends, not another worker's channel. And one TCP socket: the listener it was sent.
     unix = unix_inodes()
-    for pid in worker_pids(lab):
+    for pid in lab.forked():
         assert len(socket_inodes(pid) & unix) == 1, (pid, os.listdir(f"/proc/{pid}/fd"))
         assert socket_inodes(pid) & listening_inodes(lab.port)
     # The master holds one channel end per worker.
@@ -129,7 +101,7 @@ def test_with_master_accepts_the_master_and_the_workers_both_serve(start_lab):
     served_by = {int(p) for p in report["per_pid"]}
     # "handled by parent" and "handled by child": the master's pid and at least one worker's.
     assert lab.pid in served_by, report["per_pid"]
-    assert served_by & set(worker_pids(lab)), report["per_pid"]
+    assert served_by & set(lab.forked()), report["per_pid"]
 
 
 # --- a crashed worker is gone for good ---------------------------------------------------------
@@ -138,7 +110,7 @@ def test_with_master_accepts_the_master_and_the_workers_both_serve(start_lab):
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     crash_one(lab)
     dead = int(lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
     assert dead in workers and "terminate called after throwing" in lab.log_text()
@@ -152,7 +124,7 @@ def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
     assert report["errors"]["total"] == 0, report
     assert set(int(p) for p in report["per_pid"]) <= set(survivors)
     # No restart in this stage: still three forks, two children.
-    assert len(worker_pids(lab)) == 3 and lab.children() == survivors
+    assert len(lab.forked()) == 3 and lab.children() == survivors
 
 
 @pytest.mark.points(3)
@@ -171,7 +143,7 @@ def test_when_the_last_worker_dies_the_port_refuses_and_the_master_exits_1(lab):
 
 @pytest.mark.points(3)
 def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     contract.check_sigterm(lab)
     stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
     assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
@@ -189,17 +161,11 @@ def test_ctrl_c_to_the_process_group_exits_0(lab):
 
 @pytest.mark.points(4)
 def test_workers_exit_when_the_master_is_killed(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     lab.signal(signal.SIGKILL)  # no chance to clean up: the workers learn it from end of file
     lab.wait_exit(10)
     for pid in workers:  # re-parented to this test (a subreaper): reap them, see how they left
-        deadline = time.monotonic() + 5
-        while True:
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                break
-            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
-            time.sleep(0.02)
+        status = orphan_exit_status(pid)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert lab.processes() == []
 

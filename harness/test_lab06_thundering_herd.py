@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, get, run_load, wait_until, zombies_of
+from conftest import orphan_exit_status, REPO, get, run_load
+from procfs import listening_inodes
 import contract
 import supervision
 
@@ -33,10 +34,6 @@ def lab(start_lab):
 
 def herd(start_lab, mode, workers=4):
     return start_lab(LAB, "--workers", str(workers), "--mode", mode, *FAST_TIMEOUTS)
-
-
-def worker_pids(lab):
-    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
 
 
 def read_table(lab, when):
@@ -93,16 +90,6 @@ def show(d):
 
 def maps_memfd(pid):
     return "memfd:lab06-counters" in Path(f"/proc/{pid}/maps").read_text()
-
-
-def listening_inodes(port):
-    found = set()
-    for t in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(t).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                found.add(f[9])
-    return found
 
 
 # --- the herd and its fixes ---------------------------------------------------------------------
@@ -192,7 +179,7 @@ def test_a_second_instance_on_the_same_port_fails_with_eaddrinuse(start_lab, mod
     assert re.search(r"fatal bind 127\.0\.0\.1:%d: Address already in use" % first.port, done.stderr), done.stderr
     assert "listening on" not in done.stdout
     pids = {int(get(first.port, "/pid").body) for _ in range(8)}
-    assert pids <= set(worker_pids(first)), pids  # every connection still reaches the first instance
+    assert pids <= set(first.forked()), pids  # every connection still reaches the first instance
 
 
 @pytest.mark.exercise
@@ -217,7 +204,7 @@ def test_a_lock_holder_that_dies_does_not_stop_the_others(start_lab):
 def test_the_counters_are_a_memfd_every_process_maps(lab):
     # Created by the master before forking, passed to each worker over the channel like the
     # listening socket: a plain MAP_ANONYMOUS mapping would not survive exec.
-    for pid in [lab.pid, *worker_pids(lab)]:
+    for pid in [lab.pid, *lab.forked()]:
         assert maps_memfd(pid), f"process {pid} does not map the counters"
 
 
@@ -231,7 +218,7 @@ def test_load_without_an_error_and_the_table_counts_every_connection(start_lab, 
     rows, summary = table(lab)
     assert sum(w["accepted"] for w in rows.values()) == 4000, rows
     assert int(summary["connections"]) == 4000
-    assert {w["pid"] for w in rows.values()} == set(worker_pids(lab))
+    assert {w["pid"] for w in rows.values()} == set(lab.forked())
 
 
 @pytest.mark.points(2)
@@ -258,7 +245,7 @@ def test_the_last_table_is_printed_at_shutdown(lab):
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
     lab = herd(start_lab, "accept", workers=3)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
     assert rs == [] and closed
     dead = int(lab.wait_log(r"exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
@@ -271,7 +258,7 @@ def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
 
 @pytest.mark.points(3)
 def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     contract.check_sigterm(lab)
     stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
     assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
@@ -282,26 +269,20 @@ def test_sigterm_stops_every_worker_and_exits_0(lab):
 def test_workers_exit_when_the_master_is_killed(start_lab, mode):
     # In accept mode a thread sleeps in accept(2) all along: the loop still reads the channel.
     lab = herd(start_lab, mode, workers=2)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     lab.signal(signal.SIGKILL)
     lab.wait_exit(10)
     for pid in workers:
-        deadline = time.monotonic() + 5
-        while True:
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                break
-            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
-            time.sleep(0.02)
+        status = orphan_exit_status(pid)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
 @pytest.mark.points(1)
 def test_sigusr1_does_not_kill_a_worker(lab):
-    for pid in worker_pids(lab):
+    for pid in lab.forked():
         os.kill(pid, signal.SIGUSR1)  # `pkill -USR1 lab06` reaches the workers too
     assert get(lab.port, "/").status == 200
-    assert sorted(worker_pids(lab)) == lab.children()
+    assert sorted(lab.forked()) == lab.children()
 
 
 @pytest.mark.points(1)

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until, zombies_of
+from conftest import orphan_exit_status, REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until
+from procfs import listening_inodes, socket_inodes
 import contract
 import supervision
 
@@ -23,32 +23,6 @@ FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
 @pytest.fixture
 def lab(start_lab):
     return start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
-
-
-def worker_pids(lab):
-    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
-
-
-def socket_inodes(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
-
-
-def listening_inodes(port):
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                found.add(f[9])
-    return found
 
 
 def split_of(report):
@@ -85,7 +59,7 @@ def test_1000_connections_over_4_workers_give_250_each(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
     report = run_load(lab.url + "/", connections=8, requests=1000)
     assert report["errors"]["total"] == 0, report
-    assert {int(p) for p in report["per_pid"]} == set(worker_pids(lab)), report["per_pid"]
+    assert {int(p) for p in report["per_pid"]} == set(lab.forked()), report["per_pid"]
     assert all(249 <= n <= 251 for n in report["per_pid"].values()), report["per_pid"]
 
 
@@ -95,7 +69,7 @@ def test_consecutive_connections_go_to_consecutive_workers(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
     order = [int(lab.get("/pid").body) for _ in range(9)]
     # i = (i+1) mod n: a fixed cycle through all three workers, whatever the timing.
-    assert sorted(order[:3]) == sorted(worker_pids(lab)), order
+    assert sorted(order[:3]) == sorted(lab.forked()), order
     assert order[3:6] == order[:3] and order[6:9] == order[:3], order
 
 
@@ -103,7 +77,7 @@ def test_consecutive_connections_go_to_consecutive_workers(start_lab):
 def test_only_the_master_holds_the_listening_socket(lab):
     listeners = listening_inodes(lab.port)
     assert len(listeners) == 1 and listeners <= socket_inodes(lab.pid)
-    for pid in worker_pids(lab):
+    for pid in lab.forked():
         assert not listeners & socket_inodes(pid), f"worker {pid} holds the listening socket"
 
 
@@ -126,7 +100,7 @@ def test_the_masters_memory_and_fds_stay_flat_under_load(lab):
 @pytest.mark.timeout(30)
 def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
     assert rs == [] and closed
     dead = int(lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
@@ -143,7 +117,7 @@ def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
 @pytest.mark.timeout(30)
 def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    workers = worker_pids(lab)
+    workers = lab.forked()
     victim = workers[0]
     # A stopped worker reads nothing: the connections dealt to it wait, unconfirmed, in its
     # channel (and the master keeps its copies).
@@ -177,7 +151,7 @@ def timed_get(lab, path="/pid", timeout=5):
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
 def test_a_stopped_worker_is_skipped_and_its_connection_dealt_again(lab):
-    stopped, running = worker_pids(lab)
+    stopped, running = lab.forked()
     os.kill(stopped, signal.SIGSTOP)
     try:
         answers = [timed_get(lab) for _ in range(10)]
@@ -216,7 +190,7 @@ def test_a_worker_busy_computing_is_skipped_until_it_answers(lab):
 @pytest.mark.timeout(90)
 def test_at_its_fd_limit_a_worker_hands_back_what_it_cannot_receive(lab):
     from supervision import limit_fds
-    workers = worker_pids(lab)
+    workers = lab.forked()
     for pid in [lab.pid, *workers]:
         limit_fds(pid, 64)  # prlimit --pid PID --nofile=64
     results = []
@@ -256,7 +230,7 @@ def test_at_its_fd_limit_a_worker_hands_back_what_it_cannot_receive(lab):
 @pytest.mark.timeout(60)
 def test_kill_9_under_load_loses_nothing_after_the_death(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
-    victim = worker_pids(lab)[1]
+    victim = lab.forked()[1]
     os.kill(victim, signal.SIGKILL)
     # Straight away, before the master may have read the end of file or SIGCHLD: a handoff to
     # the dead worker fails (or waits unconfirmed) and goes to the next one.
@@ -281,7 +255,7 @@ def test_when_the_last_worker_dies_the_master_exits_1(lab):
 
 @pytest.mark.points(3)
 def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     contract.check_sigterm(lab)
     stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
     assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
@@ -296,17 +270,11 @@ def test_ctrl_c_to_the_process_group_exits_0(lab):
 
 @pytest.mark.points(3)
 def test_workers_exit_when_the_master_is_killed(lab):
-    workers = worker_pids(lab)
+    workers = lab.forked()
     lab.signal(signal.SIGKILL)
     lab.wait_exit(10)
     for pid in workers:
-        deadline = time.monotonic() + 5
-        while True:
-            got, status = os.waitpid(pid, os.WNOHANG)
-            if got:
-                break
-            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
-            time.sleep(0.02)
+        status = orphan_exit_status(pid)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert lab.processes() == []
 

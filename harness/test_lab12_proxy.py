@@ -20,6 +20,7 @@ import pytest
 
 from conftest import (IN_CI, REPO, connect, fd_count, group_members, parse_responses, rss_kib, run_load,
                       wait_until, zombies_of)
+from procfs import socket_inodes
 import contract
 from supervision import alive, read_response, request
 
@@ -59,18 +60,6 @@ def tcp_sockets():
         f = line.split()
         tx, rx = (int(x, 16) for x in f[4].split(":"))
         out.append((int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[3], tx, rx, f[9]))
-    return out
-
-
-def socket_inodes(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
     return out
 
 

@@ -27,10 +27,6 @@ def lab(start_lab):
     return start_lab(LAB, "--workers", "2", *FAST_TIMEOUTS)
 
 
-def forked(lab):
-    return [int(m.group(1)) for m in lab.events(r"\[master \d+\] fork worker=(\d+)")]
-
-
 def live_workers(lab, n, timeout=15):
     """Waits until the primary has exactly n children, each listening; returns their pids."""
     def ready():
@@ -219,7 +215,7 @@ def test_rolling_reloads_under_load_lose_no_request(lab):
         assert report["errors"]["total"] == 0 and report["non_2xx"] == 0, f"{name}: {report['errors']}"
         assert report["requests"] > 1000, f"{name}: only {report['requests']} requests"
     # Each generation replaced both workers: 2 initial + 3 x 2 forks, and 2 live at the end.
-    assert len(forked(lab)) == 8
+    assert len(lab.forked()) == 8
     assert len(live_workers(lab, 2)) == 2
 
 
