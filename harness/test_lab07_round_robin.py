@@ -135,8 +135,10 @@ def test_connections_dealt_to_a_worker_that_dies_go_to_the_next(start_lab):
             s.close()
     assert all(r is not None and r.status == 200 for r in responses), responses
     assert victim not in {int(r.body) for r in responses}
-    redealt = lab.wait_log(r"\[master \d+\] redeal connections=(\d+) from worker=%d" % victim)
-    assert int(redealt[0].group(1)) >= 1
+    # What it had been dealt went to another worker: at its death (redeal), or before, if the
+    # others took more than the take-back's second to answer (a busy machine): both are logged.
+    lab.wait_log(r"\[master \d+\] (?:redeal connections=[1-9]\d* from worker=%d|take-back worker=%d id=)"
+                 % (victim, victim))
 
 
 def timed_get(lab, path="/pid", timeout=5):

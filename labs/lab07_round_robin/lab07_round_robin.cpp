@@ -13,12 +13,11 @@
 #include "master_worker.hpp"
 #include "net.hpp"
 #include "process.hpp"
+#include "round_robin_handle.hpp"
 
 #include <algorithm>
-#include <deque>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -30,17 +29,13 @@ struct Options {
 
 // ------------------------------------------------------------------------------------- worker
 
-// A handoff older than this when it is read is refused: the master takes back a connection a
-// worker has not confirmed within kTakeBackMs (that worker was stopped or stuck), so by then it
-// may be someone else's. Half of it leaves a wide margin between "late" and "taken back".
-constexpr long kTakeBackMs = 1000;
-constexpr long kLateMs = kTakeBackMs / 2;
-
-// A connection arrives with {"cmd":"connection","id":K}; the worker serves it and says so with
-// {"act":"accepted","id":K}, in the same turn of its loop, before it reads a byte of it. Until
-// then the master keeps its own copy (Node's round_robin_handle does the same). It refuses
-// ({"act":"refused"}) one it cannot serve: its fd was lost because this worker is at its fd limit,
-// or it comes too late. The master then deals it to another worker.
+// A connection arrives with {"cmd":"connection","id":K,"sent_ms":T,"late_ms":L}; the worker
+// serves it and says so with {"act":"accepted","id":K}, in the same turn of its loop, before it
+// reads a byte of it. Until then the master keeps its own copy (Node's round_robin_handle does
+// the same). It refuses ({"act":"refused"}) one it cannot serve: its fd was lost because this
+// worker is at its fd limit, or it comes more than L ms late (the master takes back what goes
+// unconfirmed for twice that, so by then it may be someone else's). The master then deals it to
+// another worker.
 void serve_connection(WorkerRuntime& rt, BurstLog& lost, Message& m) {
     std::int64_t id = m.body.get_int("id");
     JsonObject reply = msg("act", "accepted");
@@ -52,7 +47,7 @@ void serve_connection(WorkerRuntime& rt, BurstLog& lost, Message& m) {
         log_event("error message cmd=connection carried no socket");
         reply = msg("act", "refused");
         reply.set("reason", "no-fd");
-    } else if (monotonic_ms() - m.body.get_int("sent_ms") > kLateMs) {
+    } else if (monotonic_ms() - m.body.get_int("sent_ms") > m.body.get_int("late_ms")) {
         reply = msg("act", "refused");  // our copy closes here, unread
         reply.set("reason", "late");
     } else {
@@ -81,170 +76,103 @@ int run_worker(const Options& opts) {
 
 // ------------------------------------------------------------------------------------- master
 
-// A worker that refused a connection because it is at its fd limit gets no other for this long.
-constexpr long kRestMs = 100;
-// A handoff unconfirmed for this long means the worker is not reading its channel: skip it.
-constexpr long kStuckMs = 200;
-
-// A connection the master has sent but a worker has not yet confirmed. The master's copy of the
-// fd stays open until then: if that worker dies, refuses it or does not answer in time, the
-// connection goes to another one.
-struct Handoff {
-    pid_t worker;
-    Fd client;  // invalid once taken back: the worker is still waited for, the client is not
-    long long sent_ms;
+// The decisions (whose turn, what waits, what is taken back) are RoundRobinHandle's
+// (common/round_robin_handle.cpp, Node's RoundRobinHandle); the master does what it decides:
+// it accepts, sends each handoff with its fd, reads the answers, and keeps one timer.
+struct Dealer {
+    Dealer(EventLoop& l, Cluster& c)
+        : loop(l), cluster(c), full(l, "queue full: no worker is free, new clients wait in the kernel's backlog:") {}
+    EventLoop& loop;
+    Cluster& cluster;
+    RoundRobinHandle rr;
+    int listen_fd = -1;
+    bool accepting = true;
+    EventLoop::TimerId timer = 0;  // set for rr.next_deadline()
+    long long timer_at = 0;
+    BurstLog full;  // one line per burst of "the waiting room is full"
 };
 
 // How many accepted connections may wait in the master: a quarter of its descriptor limit (at
 // most 256), so that at a low limit (prlimit --nofile=64) the master itself never runs out.
 size_t waiting_room() {
     rlimit rl{};
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return 256;
-    return std::clamp<size_t>(static_cast<size_t>(rl.rlim_cur) / 4, 1, 256);
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return RoundRobinHandle::waiting_room(-1);
+    return RoundRobinHandle::waiting_room(static_cast<long long>(rl.rlim_cur));
 }
 
-// Node's RoundRobinHandle: the workers, which of them are free, and the connections waiting for one.
-struct Dealer {
-    Dealer(EventLoop& l, Cluster& c)
-        : loop(l), cluster(c), full(l, "queue full: no worker is free, new clients wait in the kernel's backlog:") {}
-    EventLoop& loop;
-    Cluster& cluster;
-    int listen_fd = -1;
-    size_t next = 0;  // i: where the next round starts looking
-    std::uint64_t last_id = 0;
-    std::unordered_map<std::uint64_t, Handoff> in_flight;  // by id
-    std::unordered_map<pid_t, long long> resting;          // worker → until (monotonic ms)
-    std::deque<Fd> waiting;  // accepted, no free worker yet (oldest first)
-    size_t max_waiting = waiting_room();  // the waiting room's size
-    bool accepting = true;
-    bool tick_pending = false;  // keep_watching's timer is set
-    BurstLog full;  // one line per burst of "the waiting room is full"
-};
+void send_handoffs(Dealer& d, std::vector<RoundRobinHandle::Handoff> work);
 
-// What the dealer does with the worker whose turn it is:
-//   take  it is free: nothing dealt to it is unconfirmed (Node's free list);
-//   wait  its last handoff is unconfirmed but recent: its answer is on the way (a healthy worker
-//         answers within a millisecond), so the connection waits for it and the turns stay exact;
-//   skip  it is gone or not listening yet, its last handoff has gone unconfirmed for kStuckMs
-//         (stopped, stuck in a long computation), or it is resting at its fd limit.
-enum class Turn { take, wait, skip };
-
-[[maybe_unused]] Turn turn_of(const Dealer& d, const Worker& w) {  // (unused by the exercise stub)
-    // No channel: its end of file was read, it is dead even if SIGCHLD has not come yet.
-    if (!w.channel || !w.listening()) return Turn::skip;
-    auto rest = d.resting.find(w.pid);
-    if (rest != d.resting.end() && rest->second > monotonic_ms()) return Turn::skip;
-    for (const auto& [id, h] : d.in_flight)
-        if (h.worker == w.pid) return monotonic_ms() - h.sent_ms < kStuckMs ? Turn::wait : Turn::skip;
-    return Turn::take;
-}
-
-// BEGIN SOLUTION: deal in turn, i = (i+1) mod n: take a free worker, wait for one whose answer is on the way, skip one that is gone or stuck
-Worker* next_free_worker(Dealer& d) {
-    std::vector<Worker*> workers = d.cluster.workers();
-    for (size_t tried = 0; tried < workers.size(); ++tried) {
-        Worker* w = workers[d.next % workers.size()];
-        Turn turn = turn_of(d, *w);
-        if (turn == Turn::wait) return nullptr;  // its turn, soon: the connection waits in the master
-        d.next = (d.next + 1) % workers.size();
-        if (turn == Turn::take) return w;
-    }
-    return nullptr;  // nobody can take it: the connection waits in the master
-}
-// STUB:
-// Worker* next_free_worker(Dealer& d) {
-//     std::vector<Worker*> workers = d.cluster.workers();  // always the first worker
-//     return workers.empty() ? nullptr : workers[0];
-// }
-// END SOLUTION
-
-void take_back_overdue(Dealer& d);
-void keep_watching(Dealer& d);
-
-// Sends `client` to `w`: {"cmd":"connection","id":K,"sent_ms":T} with the fd. On success the
-// master keeps its copy in in_flight until the worker answers; on failure `client` is untouched.
-bool hand_off(Dealer& d, Worker& w, Fd& client) {
-    JsonObject m = msg("cmd", "connection");
-    m.set("id", static_cast<std::int64_t>(d.last_id + 1));
-    m.set("sent_ms", static_cast<std::int64_t>(monotonic_ms()));
-    if (!d.cluster.send(w, m, client.get())) return false;
-    std::uint64_t id = ++d.last_id;
-    d.in_flight.emplace(id, Handoff{w.pid, std::move(client), monotonic_ms()});
-    return true;
+// A worker died (or its channel did) with handoffs it never confirmed: they were still unread in
+// its channel, so the client has sent its request to nobody yet. They are dealt again, first.
+std::vector<RoundRobinHandle::Handoff> redeal(Dealer& d, pid_t dead) {
+    size_t count = 0;
+    auto again = d.rr.remove(dead, monotonic_ms(), &count);
+    if (count) log_event("redeal connections=%zu from worker=%d", count, dead);
+    return again;
 }
 
 // Stop or resume accepting as the waiting room fills and empties: when it is full, newcomers
 // wait in the kernel's accept queue (the listen backlog), not in our memory and descriptors.
 void watch_listener(Dealer& d) {
-    bool room = d.waiting.size() < d.max_waiting;
+    bool room = !d.rr.full();
     if (room == d.accepting) return;
     d.accepting = room;
     d.loop.modify(d.listen_fd, room ? uint32_t{EPOLLIN} : 0u);
     if (!room) d.full.add();
 }
 
-// Deals the waiting connections, oldest first, to free workers until one or the other runs out.
-void deal_waiting(Dealer& d) {
-    size_t failures = 0;
-    while (!d.waiting.empty() && failures <= d.cluster.size()) {
-        Worker* w = next_free_worker(d);
-        if (!w) break;
-        if (hand_off(d, *w, d.waiting.front())) {
-            d.waiting.pop_front();
-        } else {
-            ++failures;  // gone under us (EPIPE): its end of file is on the way; try another
-            log_event("handoff failed worker=%d: trying the next one", w->pid);
-        }
+// Something is due later (the worker in turn would count as stuck, a rest ends, a handoff is to
+// be taken back): look again then. One timer for all of them, not one per connection.
+void keep_watching(Dealer& d) {
+    long long due = d.rr.next_deadline();
+    if (due < 0 || (d.timer && d.timer_at <= due)) return;
+    if (d.timer) d.loop.cancel_timer(d.timer);
+    d.timer_at = due;
+    d.timer = d.loop.add_timer(std::max(1LL, due - monotonic_ms()), [&d] {
+        d.timer = 0;
+        // The master itself may have been slow to read: an answer already in a channel is news,
+        // not silence. Read those channels first, or we would deal again what a worker serves.
+        for (pid_t pid : d.rr.overdue(monotonic_ms()))
+            if (Worker* w = d.cluster.find_pid(pid)) d.cluster.read_messages(*w);
+        std::vector<RoundRobinHandle::TakenBack> taken;
+        auto work = d.rr.poll(monotonic_ms(), &taken);
+        for (const auto& t : taken)
+            log_event("take-back worker=%d id=%llu: no answer in %lld ms, dealt again", t.worker,
+                      static_cast<unsigned long long>(t.id), t.held_ms);
+        send_handoffs(d, std::move(work));
+    });
+}
+
+// Sends each handoff: {"cmd":"connection","id":K,"sent_ms":T,"late_ms":L} with the fd, which
+// the handle keeps until the worker answers. A send that fails means that worker is gone under
+// us (EPIPE, its end of file on the way): what it held is dealt again.
+void send_handoffs(Dealer& d, std::vector<RoundRobinHandle::Handoff> work) {
+    for (size_t i = 0; i < work.size(); ++i) {
+        RoundRobinHandle::Handoff h = work[i];
+        JsonObject m = msg("cmd", "connection");
+        m.set("id", static_cast<std::int64_t>(h.id));
+        m.set("sent_ms", static_cast<std::int64_t>(monotonic_ms()));
+        m.set("late_ms", static_cast<std::int64_t>(d.rr.late_ms()));
+        Worker* w = d.cluster.find_pid(h.worker);
+        if (w && d.cluster.send(*w, m, h.fd)) continue;
+        log_event("handoff failed worker=%d: trying the next one", h.worker);
+        auto again = redeal(d, h.worker);
+        work.insert(work.end(), again.begin(), again.end());
     }
     keep_watching(d);
     watch_listener(d);
 }
 
-// While connections wait or handoffs are unconfirmed, look again every kStuckMs even if nothing
-// else happens: the worker we wait for may count as stuck by then, and a handoff unconfirmed for
-// kTakeBackMs is taken back. One timer for all of them, not one per connection.
-void keep_watching(Dealer& d) {
-    if (d.tick_pending || (d.waiting.empty() && d.in_flight.empty())) return;
-    d.tick_pending = true;
-    d.loop.add_timer(kStuckMs, [&d] {
-        d.tick_pending = false;
-        take_back_overdue(d);
-        deal_waiting(d);
-    });
-}
-
 // The listening socket is the master's alone: accept what is waiting, deal it out.
 void accept_and_deal(Dealer& d) {
-    d.max_waiting = waiting_room();  // the limit may have changed under us (prlimit --pid)
-    for (int i = 0; i < 128 && d.waiting.size() < d.max_waiting; ++i) {  // bounded: acks get their turn
+    d.rr.set_max_waiting(waiting_room());  // the limit may have changed under us (prlimit --pid)
+    for (int i = 0; i < 128 && !d.rr.full(); ++i) {  // bounded: acks get their turn
         Accepted a = accept_client(d.listen_fd, /*nonblocking=*/true);
         if (a.status == AcceptStatus::none_pending) break;
         if (a.status != AcceptStatus::client) continue;
-        d.waiting.push_back(std::move(a.fd));
-        deal_waiting(d);
+        send_handoffs(d, d.rr.distribute(std::move(a.fd), monotonic_ms()));
     }
     watch_listener(d);
-}
-
-// A worker has not answered a handoff in kTakeBackMs (stopped, stuck in a computation): deal
-// the connection to someone else. The worker stays busy until it answers; if it ever reads the
-// message, it finds it late and refuses it.
-void take_back_overdue(Dealer& d) {
-    auto overdue = [&d](const Handoff& h) { return h.client && monotonic_ms() - h.sent_ms >= kTakeBackMs; };
-    // The master itself may have been slow to read: an answer already in a channel is news, not
-    // silence. Read those channels first, or we would deal again what a worker already serves.
-    for (Worker* w : d.cluster.workers())
-        for (const auto& [id, h] : d.in_flight)
-            if (h.worker == w->pid && overdue(h)) {
-                d.cluster.read_messages(*w);  // may answer (and erase) this handoff
-                break;
-            }
-    for (auto& [id, h] : d.in_flight) {
-        if (!overdue(h)) continue;
-        log_event("take-back worker=%d id=%llu: no answer in %lld ms, dealt again", h.worker,
-                  static_cast<unsigned long long>(id), monotonic_ms() - h.sent_ms);
-        d.waiting.push_front(std::move(h.client));
-    }
 }
 
 // The worker's answer. accepted: it has the connection, the master's copy can go (Node: `if
@@ -253,43 +181,18 @@ void take_back_overdue(Dealer& d) {
 // refused for lack of descriptors: then it rests a moment.
 void on_reply(Dealer& d, const Worker& w, const JsonObject& reply) {
     std::uint64_t id = static_cast<std::uint64_t>(reply.get_int("id"));
-    auto it = d.in_flight.find(id);
-    if (it == d.in_flight.end() || it->second.worker != w.pid) {
+    bool known = false;
+    std::vector<RoundRobinHandle::Handoff> work;
+    if (reply.get_string("act") == "accepted") {
+        work = d.rr.acknowledge(w.pid, id, monotonic_ms(), &known);  // the master's copy closes here
+    } else {
+        auto why = reply.get_string("reason") == "fd-lost" ? RoundRobinHandle::Refusal::fd_lost : RoundRobinHandle::Refusal::late;
+        work = d.rr.refuse(w.pid, id, monotonic_ms(), why, &known);
+    }
+    if (!known)
         log_event("error message act=%s id=%llu from worker=%d matches no handoff", reply.get_string("act").c_str(),
                   static_cast<unsigned long long>(id), w.pid);
-        return;
-    }
-    Fd client = std::move(it->second.client);
-    d.in_flight.erase(it);
-    bool accepted = reply.get_string("act") == "accepted";
-    if (!accepted && client) d.waiting.push_front(std::move(client));
-    if (accepted && !client)
-        log_event("error worker=%d accepted id=%llu after it was taken back", w.pid, static_cast<unsigned long long>(id));
-    if (reply.get_string("reason") == "fd-lost") {
-        d.resting[w.pid] = monotonic_ms() + kRestMs;
-        d.loop.add_timer(kRestMs, [&d] { deal_waiting(d); });
-    }
-    deal_waiting(d);  // `client`, if accepted, closes here: the master's copy
-}
-
-// A worker died with handoffs it never confirmed: they were still unread in its channel, so
-// the client has sent its request to nobody yet. Deal them again, first.
-void redeal(Dealer& d, pid_t dead) {
-    size_t count = 0;
-    for (auto it = d.in_flight.begin(); it != d.in_flight.end();) {
-        if (it->second.worker != dead) {
-            ++it;
-            continue;
-        }
-        if (it->second.client) {
-            d.waiting.push_front(std::move(it->second.client));
-            ++count;
-        }
-        it = d.in_flight.erase(it);
-    }
-    d.resting.erase(dead);
-    if (count) log_event("redeal connections=%zu from worker=%d", count, dead);
-    deal_waiting(d);
+    send_handoffs(d, std::move(work));
 }
 
 int run_master(const Options& opts, char** argv) {
@@ -309,7 +212,7 @@ int run_master(const Options& opts, char** argv) {
     cluster.on_message([&](Worker& w, Message& m) {
         std::string act = m.body.get_string("act");
         if (act == "accepted" || act == "refused") return on_reply(dealer, w, m.body);
-        if (act == "listening") deal_waiting(dealer);  // one more free worker
+        if (act == "listening") send_handoffs(dealer, dealer.rr.add(w.pid, monotonic_ms()));  // one more in the ring
         if (ready || cluster.listening_count() < wanted) return;
         ready = true;
         // Only now does the master start taking connections: until every worker can be dealt
@@ -320,7 +223,7 @@ int run_master(const Options& opts, char** argv) {
     });
     int exit_code = 0;
     cluster.on_exit([&](const Worker& w, int) {
-        redeal(dealer, w.pid);
+        send_handoffs(dealer, redeal(dealer, w.pid));
         if (cluster.size() > 0 || cluster.shutting_down()) return;
         log_event("no workers left: exiting");  // no restart yet (lab08)
         exit_code = 1;
