@@ -1,12 +1,12 @@
 """lab02_fork: forked copies. M worker processes block in accept() on one inherited socket: M/N.
 A crashed worker is gone for good; the master only reaps and reports."""
-import os
 import signal
 
 import pytest
 
-from conftest import concurrent_gets, orphan_exit_status, run_load, wait_until, zombies_of
+from conftest import concurrent_gets, run_load, zombies_of
 import contract
+import workers
 
 LAB = "lab02"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -120,36 +120,6 @@ def test_when_the_last_worker_dies_the_master_exits_1(lab):
 
 # --- signals: no orphan, no zombie -------------------------------------------------------------
 
-@pytest.mark.points(3)
-def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = lab.forked()
-    contract.check_sigterm(lab)
-    stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGTERM")
-    assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
-
-
-@pytest.mark.points(2)
-def test_ctrl_c_to_the_process_group_exits_0(lab):
-    # A terminal's Ctrl-C signals the whole foreground group: master and workers at once.
-    os.killpg(lab.pid, signal.SIGINT)
-    assert lab.wait_exit(10) == 0
-    wait_until(lambda: not lab.processes(), 5, what="every process of the group to exit")
-    assert len(lab.events(r"exit worker=\d+")) == 2, lab.log_text()
-
-
-@pytest.mark.points(4)
-def test_workers_exit_when_the_master_is_killed(lab):
-    workers = lab.forked()
-    # Once a worker says "listening" it has asked for its parent-death signal (PR_SET_PDEATHSIG).
-    lab.wait_log(r"\[worker \d+\] listening", count=len(workers))
-    lab.signal(signal.SIGKILL)  # no chance to clean up: only the kernel can tell the workers
-    lab.wait_exit(10)
-    # The orphans were re-parented to this test (a subreaper): reap them and see how they died.
-    for pid in workers:
-        status = orphan_exit_status(pid)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
-
-
 # --- the shared contract -----------------------------------------------------------------------
 
 
@@ -160,3 +130,14 @@ class TestContract(contract.ContractTests):
     # is closed for idling, and ab counts every such close as a failed request (see the notes).
     ab_keepalive_concurrency = 2
     test_sigterm_exits_cleanly = None  # its own version is above
+
+
+class TestWorkers(workers.WorkersTests):
+    """How a lab with workers stops (harness/workers.py), run against this lab."""
+    lab_name = LAB
+    sigterm_exit = r"code=none signal=SIGTERM"
+    orphan_signal = signal.SIGTERM  # its workers ask for it with PR_SET_PDEATHSIG
+    logs_shutdown = False
+    listening_line = r"\[worker \d+\] listening"  # lab02's master forks and forgets: each worker says it
+    test_ab_keepalive_keeps_every_request_alive = None  # the contract's (TestContract) runs
+    test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left = None  # the master forks before it handles signals

@@ -2,17 +2,16 @@
 socketpair (SCM_RIGHTS); workers serve it on their event loops. JSON messages go both ways; by
 default the master closes its own copy once every worker has it."""
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import orphan_exit_status, REPO, run_load, wait_until, zombies_of
+from conftest import REPO, run_load, wait_until, zombies_of
 from procfs import listening_inodes, socket_inodes
 import contract
-import supervision
+import workers
 
 LAB = "lab05"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -141,35 +140,6 @@ def test_when_the_last_worker_dies_the_port_refuses_and_the_master_exits_1(lab):
 
 # --- signals: no orphan, no zombie -------------------------------------------------------------
 
-@pytest.mark.points(3)
-def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = lab.forked()
-    contract.check_sigterm(lab)
-    stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
-    assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
-    assert lab.events(r"\[master \d+\] shutdown signal=SIGTERM workers=2")
-
-
-@pytest.mark.points(2)
-def test_ctrl_c_to_the_process_group_exits_0(lab):
-    # A terminal's Ctrl-C signals the whole group; workers leave the decision to the master.
-    os.killpg(lab.pid, signal.SIGINT)
-    assert lab.wait_exit(10) == 0
-    wait_until(lambda: not lab.processes(), 5, what="every process of the group to exit")
-    assert len(lab.events(r"exit worker=\d+ code=0 signal=none")) == 2, lab.log_text()
-
-
-@pytest.mark.points(4)
-def test_workers_exit_when_the_master_is_killed(lab):
-    workers = lab.forked()
-    lab.signal(signal.SIGKILL)  # no chance to clean up: the workers learn it from end of file
-    lab.wait_exit(10)
-    for pid in workers:  # re-parented to this test (a subreaper): reap them, see how they left
-        status = orphan_exit_status(pid)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    assert lab.processes() == []
-
-
 @pytest.mark.points(1)
 def test_bad_command_lines_exit_2():
     for args in (["--workers", "0"], ["--workers", "many"], ["--master-accepts=yes"], ["--bogus"]):
@@ -179,21 +149,12 @@ def test_bad_command_lines_exit_2():
 
 # --- the shared contract -----------------------------------------------------------------------
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_ab_keepalive_keeps_every_request_alive(start_lab):
-    # The default idle timeout (5 s): ab's connections never sit idle that long.
-    lab = start_lab(LAB, "--workers", "2")
-    contract.check_ab_keepalive(lab, c=20)
-
-
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
     test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
     test_sigterm_exits_cleanly = None  # its own version is above
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
+class TestWorkers(workers.WorkersTests):
+    """How a lab with workers stops (harness/workers.py), run against this lab."""
+    lab_name = LAB

@@ -18,7 +18,7 @@ import pytest
 from conftest import orphan_exit_status, REPO, get, run_load
 from procfs import listening_inodes
 import contract
-import supervision
+import workers
 
 LAB = "lab06"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -257,14 +257,6 @@ def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
 
 
 @pytest.mark.points(3)
-def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = lab.forked()
-    contract.check_sigterm(lab)
-    stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
-    assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
-
-
-@pytest.mark.points(3)
 @pytest.mark.parametrize("mode", ["accept", "mutex"])
 def test_workers_exit_when_the_master_is_killed(start_lab, mode):
     # In accept mode a thread sleeps in accept(2) all along: the loop still reads the channel.
@@ -301,7 +293,8 @@ class TestContract(contract.ContractTests):
     test_sigterm_exits_cleanly = None  # its own version is above
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
+class TestWorkers(workers.WorkersTests):
+    """How a lab with workers stops (harness/workers.py), run against this lab."""
+    lab_name = LAB
+    test_workers_exit_when_the_master_is_killed = None  # its own version, in each wait mode, is above
+    test_ab_keepalive_keeps_every_request_alive = None  # its own version, in each wait mode, is above

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from conftest import orphan_exit_status, REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until
+from conftest import REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until
 from procfs import listening_inodes, socket_inodes
 import contract
-import supervision
+import workers
 
 LAB = "lab07"
 FAST_TIMEOUTS = ("--header-timeout", "1500", "--idle-timeout", "200")
@@ -255,32 +255,6 @@ def test_when_the_last_worker_dies_the_master_exits_1(lab):
 
 # --- signals: no orphan, no zombie -------------------------------------------------------------
 
-@pytest.mark.points(3)
-def test_sigterm_stops_every_worker_and_exits_0(lab):
-    workers = lab.forked()
-    contract.check_sigterm(lab)
-    stopped = lab.events(r"\[master \d+\] exit worker=(\d+) code=0 signal=none")
-    assert sorted(int(m.group(1)) for m in stopped) == sorted(workers), lab.log_text()
-
-
-@pytest.mark.points(2)
-def test_ctrl_c_to_the_process_group_exits_0(lab):
-    os.killpg(lab.pid, signal.SIGINT)
-    assert lab.wait_exit(10) == 0
-    wait_until(lambda: not lab.processes(), 5, what="every process of the group to exit")
-
-
-@pytest.mark.points(3)
-def test_workers_exit_when_the_master_is_killed(lab):
-    workers = lab.forked()
-    lab.signal(signal.SIGKILL)
-    lab.wait_exit(10)
-    for pid in workers:
-        status = orphan_exit_status(pid)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    assert lab.processes() == []
-
-
 @pytest.mark.points(1)
 def test_bad_command_lines_exit_2():
     for args in (["--workers", "0"], ["--workers", "300"], ["--port", "-1"], ["extra"]):
@@ -297,20 +271,12 @@ def test_20000_requests_without_an_error(lab):
     assert split_of(report) == [10000, 10000], report["per_pid"]
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(120)
-def test_ab_keepalive_keeps_every_request_alive(start_lab):
-    lab = start_lab(LAB, "--workers", "2")
-    contract.check_ab_keepalive(lab, c=20)
-
-
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
     test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
     test_sigterm_exits_cleanly = None  # its own version is above
 
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(90)
-def test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left():
-    supervision.check_signal_during_startup(LAB)
+class TestWorkers(workers.WorkersTests):
+    """How a lab with workers stops (harness/workers.py), run against this lab."""
+    lab_name = LAB
