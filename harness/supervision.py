@@ -449,6 +449,16 @@ class SupervisionTests:
     def after_load(self, lab):
         """What a lab checks after each run under load, besides what every lab checks."""
 
+    @pytest.mark.points(3)
+    @pytest.mark.timeout(40)
+    def test_a_crashing_worker_answers_what_is_in_flight_with_connection_close_then_exits_1(self, lab):
+        check_in_flight_answered_then_exit_1(lab)
+
+    @pytest.mark.points(2)
+    @pytest.mark.timeout(40)
+    def test_every_exit_is_replaced_exactly_once(self, lab):
+        check_every_exit_is_replaced_once(lab)
+
     @pytest.mark.points(2)
     @pytest.mark.timeout(40)
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

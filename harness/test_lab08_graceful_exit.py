@@ -11,8 +11,8 @@ import contract
 import supervision
 from supervision import (
     FAST_TIMEOUTS, WORKERS, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1,
-    check_sigterm_drains_and_exits_0, connections_per_worker, read_response, request, wait_workers)
+    check_in_flight_answered_then_exit_1, check_sigterm_drains_and_exits_0, connections_per_worker,
+    read_response, request, wait_workers)
 
 LAB = "lab08"
 
@@ -29,12 +29,6 @@ def lab(start_lab):
 @pytest.mark.timeout(40)
 def test_a_crashing_worker_answers_what_is_in_flight_with_connection_close_then_exits_1(lab):
     check_in_flight_answered_then_exit_1(lab)
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(40)
-def test_the_master_replaces_a_worker_on_exit_whatever_the_cause(lab):
-    check_every_exit_is_replaced_once(lab)
 
 
 @pytest.mark.exercise
@@ -87,6 +81,8 @@ class TestContract(contract.ContractTests):
 class TestSupervision(supervision.SupervisionTests):
     """What labs 08, 09 and 10 do alike (harness/supervision.py), run against this lab."""
     lab_name = LAB
+    # The exercise's own version is above (graded, and named in harness/partial/lab08.part).
+    test_a_crashing_worker_answers_what_is_in_flight_with_connection_close_then_exits_1 = None
 
     @pytest.mark.exercise  # the exercise's: a drain on SIGTERM is what lab08 adds
     @pytest.mark.points(2)

@@ -16,8 +16,8 @@ import contract
 import supervision
 from supervision import (
     FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1, check_shutdown_is_bounded,
-    connections_per_worker, crash_through, read_response, request, restarts_of, wait_workers)
+    check_shutdown_is_bounded, connections_per_worker, crash_through, read_response, request,
+    restarts_of, wait_workers)
 
 LAB = "lab09"
 
@@ -91,18 +91,6 @@ def test_a_worker_that_sent_suicide_is_never_replaced_twice(lab):
         assert restarts_of(lab, victim) == 1, victim
     assert len(lab.events(r"restart worker=")) == 5
     assert len(lab.children()) == WORKERS
-
-
-@pytest.mark.points(3)
-@pytest.mark.timeout(40)
-def test_the_check_shared_with_lab08_in_flight_requests_are_still_answered(lab):
-    check_in_flight_answered_then_exit_1(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_every_exit_is_replaced_exactly_once(lab):
-    check_every_exit_is_replaced_once(lab)
 
 
 @pytest.mark.exercise

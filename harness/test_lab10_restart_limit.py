@@ -18,8 +18,7 @@ import contract
 import supervision
 from supervision import (
     FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
-    check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1, crash_through,
-    restarts_of, wait_workers)
+    crash_through, restarts_of, wait_workers)
 
 LAB = "lab10"
 NEVER = ("--limit", "1000000", "--during", "1")  # a limit no test reaches: lab09's behaviour
@@ -136,18 +135,6 @@ def test_a_bad_limit_or_window_is_refused_with_exit_2(bad):
 
 
 # ---- lab09's behaviour, kept -----------------------------------------------------------------
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_in_flight_requests_are_still_answered(lab):
-    check_in_flight_answered_then_exit_1(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_every_exit_is_replaced_exactly_once_below_the_limit(lab):
-    check_every_exit_is_replaced_once(lab)
-
 
 @pytest.mark.points(2)
 @pytest.mark.timeout(60)

@@ -21,12 +21,12 @@ import time
 
 import pytest
 
-from conftest import REPO, connect, run_load, wait_until
+from conftest import REPO, run_load, wait_until
 import contract
+import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_every_exit_is_replaced_once, check_in_flight_answered_then_exit_1,
-    check_sigterm_drains_and_exits_0, closed_by_server, connections_per_worker, listener_inode, read_response,
-    request, wait_workers)
+    FAST_TIMEOUTS, WORKERS, alive, closed_by_server, connections_per_worker, listener_inode,
+    read_response, request, wait_workers)
 
 LAB = "lab14"
 NEVER = ("--limit", "1000000", "--during", "1")  # restarts are not what these tests count
@@ -564,27 +564,22 @@ def test_a_hangup_of_the_whole_process_group_is_one_reload(lab):
 
 # ---- lab10's behaviour, kept -----------------------------------------------------------------
 
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_in_flight_requests_are_still_answered_on_a_crash(lab):
-    check_in_flight_answered_then_exit_1(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-def test_every_exit_is_replaced_exactly_once_outside_reloads(lab):
-    check_every_exit_is_replaced_once(lab)
-
-
-@pytest.mark.points(2)
-@pytest.mark.timeout(40)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_or_sigint_drains_every_worker_and_exits_0(lab, sig):
-    check_sigterm_drains_and_exits_0(lab, sig)
-
-
 # ---- the contract ----------------------------------------------------------------------------
 
 
 class TestContract(contract.ContractTests):
     """The contract every lab shares (harness/contract.py), run against this lab."""
+
+
+class TestSupervision(supervision.SupervisionTests):
+    """lab10's behaviour, kept outside reloads (harness/supervision.py): a crash's requests in
+    flight are answered, every exit is replaced once, SIGTERM drains every worker."""
+    lab_name = LAB
+    extra_args = NEVER
+    # What lab14 adds to them is tested above; the rest of lab10's checks run in test_lab10.
+    test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout = None
+    test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts = None
+    test_chaos_kill9_a_worker_every_100ms_under_load = None
+    test_a_worker_whose_master_dies_exits_too = None
+    test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left = None
+    test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve = None
