@@ -1,4 +1,4 @@
-// event_loop.hpp — the reactor under labs 04–10: one thread, epoll, timers, signals as events.
+// event_loop.hpp — the reactor of lab04 and of every master and worker after it: epoll, timers, signals.
 //
 // Everything that can happen is a callback on this loop: an fd became readable or writable, a
 // timer expired, a signal arrived (through a signalfd, so no code runs inside a signal handler).

@@ -1,5 +1,5 @@
 // http_server.hpp — HTTP connections on an event loop: the other half of lab04's chapter, and the
-// server inside every event-driven worker of labs 05–10.
+// server inside every event-driven worker of labs 05–15.
 //
 // Each connection is a small state machine driven by readiness events: bytes arrive → parse →
 // route → reply now (/), reply later from a timer (/sleep) or from a child (/compute with
