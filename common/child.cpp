@@ -250,6 +250,9 @@ void start_ticker(EventLoop& loop, long every_ms, std::function<void(long n)> on
     loop.add_timer(every_ms, [tick] { (*tick)(); });
 }
 
+// How long a child killed for --timeout or --max-buffer has to exit before SIGKILL.
+constexpr long kKillGraceMs = 1000;
+
 void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts, std::function<void(ExecResult&)> callback) {
     auto result = std::make_shared<ExecResult>();
     if (!fg.start(req)) {
@@ -258,12 +261,22 @@ void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts,
         return callback(*result);
     }
     ChildProcess& child = *fg.child;
-    auto kill_for = [&child, result, sig = opts.kill_signal](const std::string& reason, const std::string& detail) {
+    auto kill_for = [&child, &loop = fg.loop, result, sig = opts.kill_signal](const std::string& reason,
+                                                                              const std::string& detail) {
         if (result->error != "none") return;  // killed already
         result->error = reason;
         log_event("error reason=%s child=%d %s killed_with=%s", reason.c_str(), child.pid(), detail.c_str(),
                   signal_name(sig).c_str());
         child.kill(sig);
+        // A child that ignores the kill signal (a shell that traps it) must not keep us reading and
+        // dropping its output for ever: after the grace period, stop reading and SIGKILL it. Node
+        // destroys the streams at once and never escalates (see the notes).
+        loop.add_timer(kKillGraceMs, [&child] {
+            if (!child.running()) return;
+            log_event("kill child=%d signal=SIGKILL reason=grace grace_ms=%ld", child.pid(), kKillGraceMs);
+            child.destroy_streams();
+            child.kill(SIGKILL);
+        });
     };
     // Once it is dead, what is left unread is dropped, so a grandchild still holding the pipes
     // cannot delay `close`. Not before: a child still writing into a closed pipe would die of
@@ -451,8 +464,16 @@ int run_daemon(const char* argv0, const DaemonOptions& opts) {
     // Fail here, where a user can read why, not in a process whose stderr is /dev/null.
     Fd probe(open(out.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644));
     if (!probe) die_errno(format("open %s", out.c_str()).c_str());
+    std::string pidfile = opts.pidfile.empty() ? "" : absolute_path(opts.pidfile);
+    if (!pidfile.empty()) {
+        // The pidfile too: the daemon writes it under this name, then renames it into place.
+        std::string tmp = pidfile + ".tmp";
+        Fd pid_probe(open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644));
+        if (!pid_probe) die_errno(format("open pidfile %s", tmp.c_str()).c_str());
+        unlink(tmp.c_str());
+    }
     std::vector<std::string> args{argv0, "append", "--out", out, "--every", std::to_string(opts.every_ms)};
-    if (!opts.pidfile.empty()) args.insert(args.end(), {"--pidfile", absolute_path(opts.pidfile)});
+    if (!pidfile.empty()) args.insert(args.end(), {"--pidfile", pidfile});
     SpawnRequest req{"/proc/self/exe", args, Stdio::ignore, -1, /*detached=*/true, "/"};
     Spawned s = spawn_process(req);
     if (s.error) return report_spawn_error(req, s);

@@ -387,6 +387,27 @@ def test_timeout_kills_the_child_with_the_kill_signal_and_says_so(lab11, how):
     assert run.events("callback")[0]["error"] == "timeout"
 
 
+@pytest.mark.points(2)
+@pytest.mark.timeout(30)
+def test_a_child_that_ignores_the_kill_signal_is_killed_after_the_grace_period(lab11):
+    # The shell ignores SIGTERM and writes for ever: past --max-buffer the parent must not go on
+    # reading (and logging) what it drops until the child decides to stop.
+    started = time.monotonic()
+    run = lab11("exec", "--max-buffer", "100", "trap '' TERM; while :; do echo 123456789; done")
+    code, out = run.finish(timeout=20)
+    assert code == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 10
+    assert out == ("123456789\n" * 10)[:100]
+    (error,) = run.events("error")
+    assert (error["reason"], error["killed_with"]) == ("maxbuffer", "SIGTERM")
+    (kill,) = run.events("kill")
+    assert (kill["signal"], kill["reason"], kill["grace_ms"]) == ("SIGKILL", "grace", "1000")
+    assert kill.t - error.t >= 0.9, "SIGKILL only after the grace period"
+    assert run.events("exit")[0]["signal"] == "SIGKILL"
+    assert not [e for e in run.events("data") if e.index > kill.index], "still reading after the SIGKILL"
+    assert run.events("callback")[0]["error"] == "maxbuffer"
+
+
 # ---- a program that cannot be started -------------------------------------------------------
 
 @pytest.mark.exercise
@@ -586,6 +607,17 @@ def test_daemon_has_its_own_session_no_terminal_dev_null_and_outlives_its_parent
     wait_until(lambda: appended(out) >= now + 5, 5, what="five more lines after the parent exited")
     assert not zombies_of(os.getpid())
     stop_daemon(pid, out, pidfile)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(20)
+def test_daemon_checks_its_pidfile_before_it_detaches(lab11, tmp_path):
+    # Checked where a user can read why: the daemon's own stderr is /dev/null.
+    run = lab11("daemon", "--out", tmp_path / "d.log", "--pidfile", "/nonexistent/dir/d.pid")
+    code, printed = run.finish()
+    assert code == 1 and printed == ""
+    assert "fatal open pidfile /nonexistent/dir/d.pid.tmp: No such file or directory" in run.log_text()
+    assert not run.events("spawn"), "started a daemon that could not write its pidfile"
 
 
 @pytest.mark.points(4)
