@@ -336,3 +336,20 @@ std::optional<JsonObject> JsonObject::parse(std::string_view text, std::string* 
     }
     return obj;
 }
+
+std::string json_quoted(std::string_view text) {
+    JsonObject one;
+    one.set("", text);
+    std::string dumped = one.dump();  // {"":"..."}
+    return dumped.substr(4, dumped.size() - 5);
+}
+
+std::string json_with(const std::string& object, std::string_view key, std::string_view json_value) {
+    std::string out = object.substr(0, object.size() - 1);  // without the closing brace
+    if (out.size() > 1) out += ',';
+    out += json_quoted(key);
+    out += ':';
+    out += json_value;
+    out += '}';
+    return out;
+}

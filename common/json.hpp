@@ -10,6 +10,9 @@
 //
 // Strings are bytes: dump() passes bytes >= 0x80 through unchanged (UTF-8 in, UTF-8 out) and
 // parse() turns \uXXXX escapes, surrogate pairs included, into UTF-8.
+//
+// Also here, for an HTTP answer that nests (lab13's GET /state and GET /inbox): json_quoted()
+// and json_with(), which put already-written JSON text inside an object.
 #pragma once
 
 #include <cstdint>
@@ -66,3 +69,9 @@ private:
 
     std::vector<std::pair<std::string, Value>> items_;  // a vector: messages have a handful of keys
 };
+
+// `text` as a JSON string literal, quotes included: "a\"b\n".
+std::string json_quoted(std::string_view text);
+// `object` (a dumped JSON object) with one more member whose value is already JSON text:
+// json_with("{\"a\":1}", "b", "[2]") is {"a":1,"b":[2]}.
+std::string json_with(const std::string& object, std::string_view key, std::string_view json_value);

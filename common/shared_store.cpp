@@ -1,6 +1,7 @@
 #include "shared_store.hpp"
 #include "fd.hpp"
 #include "log.hpp"
+#include "process.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -8,6 +9,16 @@
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <unistd.h>
+
+void add_store_options(Cli& cli, StoreOptions& opts) {
+    cli.text("store", &opts.path, "FILE",
+             "the shared store, key=value lines (default: a new file in a temporary directory, named in the log "
+             "and removed at exit)");
+    cli.choice("mode", &opts.mode, {"notify", "poll", "inotify"},
+               "notify: one notifier process polls the store and the master pushes changes; poll: every worker "
+               "polls it; inotify: the notifier checks only when the kernel says the store changed");
+    cli.integer("poll-ms", &opts.poll_ms, 1, 3600000, "ms between two checks of the store, by each poller (not inotify)");
+}
 
 StoreRead read_store(const std::string& path, std::size_t max_bytes) {
     StoreRead r;
@@ -65,6 +76,66 @@ JsonObject parse_store(std::string_view text) {
     return values;
 }
 
+bool StorePoller::check(std::string* changed) {
+    StoreRead r = read_store(path, kMaxStoreBytes);
+    if (!r.ok) {
+        if (r.error != last_error_) log_event("store error=\"%s\" keeping=last", r.error.c_str());
+        last_error_ = r.error;
+        return false;
+    }
+    last_error_.clear();
+    if (seen_ && r.text == last_) return false;
+    seen_ = true;
+    last_ = r.text;
+    *changed = r.text;
+    return true;
+}
+
+void StoreView::learn(std::int64_t version, std::string_view text, const char* how) {
+    version_ = version;
+    values_ = parse_store(text);
+    learned_ = how;
+    log_event("state version=%lld learned=%s keys=%zu", static_cast<long long>(version), how, values_.size());
+}
+
+std::string StoreView::json() const {
+    JsonObject head;
+    head.set("pid", static_cast<std::int64_t>(self_pid()));
+    head.set("version", version_);
+    head.set("learned", learned_);
+    return json_with(head.dump(), "values", values_.dump()) + "\n";
+}
+
+StoreChecks::StoreChecks() : started_ms_(monotonic_ms()) {}
+
+void StoreChecks::forget(pid_t poller) {
+    auto it = by_.find(poller);
+    if (it == by_.end()) return;
+    gone_ += it->second;
+    by_.erase(it);
+}
+
+void StoreChecks::log(const char* at, const std::string& mode, long poll_ms) const {
+    long long total = gone_ + master_;
+    std::string by;
+    for (auto& [pid, n] : by_) {
+        total += n;
+        by += (by.empty() ? "" : ",") + std::to_string(pid) + ":" + std::to_string(n);
+    }
+    long long elapsed = monotonic_ms() - started_ms_;
+    log_event("checks at=%s mode=%s pollers=%zu total=%lld elapsed_ms=%lld per_second=%.1f poll_ms=%ld master=%lld "
+              "gone=%lld by=%s",
+              at, mode.c_str(), by_.size(), total, elapsed, elapsed > 0 ? total * 1000.0 / elapsed : 0.0, poll_ms,
+              master_, gone_, by.empty() ? "none" : by.c_str());
+}
+
+JsonObject where_the_store_is(const std::string& path) {
+    JsonObject m;
+    m.set("cmd", "store");
+    m.set("path", path);
+    return m;
+}
+
 std::string create_temp_store(const char* prefix, std::string_view initial) {
     const char* tmp = std::getenv("TMPDIR");
     std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
@@ -86,6 +157,15 @@ void remove_temp_store(const std::string& path) {
     ::unlink(path.c_str());
     size_t slash = path.rfind('/');
     if (slash != std::string::npos) ::rmdir(path.substr(0, slash).c_str());
+}
+
+StoreFile::StoreFile(const std::string& given, const char* prefix)
+    : path_(given.empty() ? create_temp_store(prefix, kExampleStore) : given), created_(given.empty()) {
+    if (path_.empty()) die_errno("create_temp_store (mkdtemp/open/write)");
+}
+
+StoreFile::~StoreFile() {
+    if (created_) remove_temp_store(path_);
 }
 
 namespace {
@@ -122,21 +202,4 @@ bool store_touched(int watch_fd, const std::string& path) {
             p += sizeof(inotify_event) + ev->len;
         }
     }
-}
-
-std::string json_quoted(std::string_view text) {
-    JsonObject one;
-    one.set("", text);
-    std::string dumped = one.dump();  // {"":"..."}
-    return dumped.substr(4, dumped.size() - 5);
-}
-
-std::string json_with(const std::string& object, std::string_view key, std::string_view json_value) {
-    std::string out = object.substr(0, object.size() - 1);  // without the closing brace
-    if (out.size() > 1) out += ',';
-    out += json_quoted(key);
-    out += ':';
-    out += json_value;
-    out += '}';
-    return out;
 }

@@ -11,34 +11,19 @@
 #include "log.hpp"
 #include "master_worker.hpp"
 #include "net.hpp"
-#include "pending_replies.hpp"
 #include "process.hpp"
 #include "restart_window.hpp"
 #include "router.hpp"
 #include "shared_store.hpp"
+#include "store_notifier.hpp"
+#include "worker_mail.hpp"
 
-#include <cerrno>
-#include <climits>
 #include <csignal>
-#include <cstdlib>
-#include <deque>
 #include <exception>
-#include <map>
 #include <string>
 #include <sys/epoll.h>
 
 namespace {
-
-constexpr size_t kMaxStoreBytes = 256 * 1024;  // a configuration file, not a database
-constexpr size_t kMaxSendBytes = 64 * 1024;    // POST /send's body
-constexpr long kInboxTimeoutMs = 2000;         // GET /inbox: how long the master waits for PID
-constexpr long kMasterTimeoutMs = 5000;        // a worker's backstop for any question to the master
-constexpr long kRetryMs = 1000;                // a fork that failed, a notifier that died young
-constexpr size_t kInboxKeep = 5;               // messages a worker keeps
-constexpr size_t kInboxShowBytes = 4096;       // of each, in GET /inbox
-constexpr size_t kLogTextBytes = 200;          // of each, in the `message` log line
-constexpr const char* kInitialStore = "# lab13's store: key=value lines. Edit me; every worker's GET /state follows.\n"
-                                      "greeting=hello\ncolor=blue\n";
 
 struct Options {
     ServerOptions server;
@@ -47,53 +32,10 @@ struct Options {
     long kill_timeout_ms = 5000;  // the material's 5 s
     long limit = 10;              // the material's limit and during
     long during_ms = 60000;
-    std::string store;            // empty: a temporary one, created and removed by the master
-    std::string mode = "notify";  // notify: one notifier polls; poll: every worker polls; inotify: the kernel pushes
-    long poll_ms = 1000;
+    StoreOptions store;  // --store, --mode, --poll-ms (shared_store.hpp)
 };
-
-// ---- polling the store (a worker in --mode poll, or the notifier) ---------------------------
-
-// One poller's view of the store: checking it means reading it whole (what a query to the
-// material's database or Redis would cost), and it changed when the text differs from the last.
-struct Poller {
-    std::string path;
-    std::string last;  // the text at the last successful check
-    bool seen = false; // a check has succeeded at least once
-    std::string last_error;
-};
-
-// Reads the store once. Returns true, with the new text in `changed`, when it differs from the
-// last check (the first successful check always does). An unreadable store keeps the old state
-// and is logged once per distinct error, not on every poll.
-bool check_store(Poller& p, std::string* changed) {
-    StoreRead r = read_store(p.path, kMaxStoreBytes);
-    if (!r.ok) {
-        if (r.error != p.last_error) log_event("store error=\"%s\" keeping=last", r.error.c_str());
-        p.last_error = r.error;
-        return false;
-    }
-    p.last_error.clear();
-    if (p.seen && r.text == p.last) return false;
-    p.seen = true;
-    p.last = r.text;
-    *changed = r.text;
-    return true;
-}
 
 // ---- the worker ----------------------------------------------------------------------------
-
-// What one worker knows of the store, and how it learned it.
-struct KnownState {
-    std::int64_t version = 0;  // notify: the master's number; poll: this worker's own count
-    JsonObject values;
-    const char* learned = "nothing";
-};
-
-struct InboxEntry {
-    pid_t from;
-    std::string text;
-};
 
 // A worker: the standard runtime (loop, channel, HTTP server) plus what this stage is about.
 // Ownership: `listener` is this worker's copy of the master's listening socket (received over
@@ -105,137 +47,13 @@ struct Serving {
     Fd listener{};
     int exit_code = 0;
     bool finished = false;  // drained: leave the loop and exit with exit_code
-    // New here: what this worker knows and keeps.
-    const Options& opts;
-    KnownState state{};
-    Poller poller{};  // --mode poll only
-    std::deque<InboxEntry> inbox{};
-    long long received = 0;
-    long long local_count = 0;      // GET /count?owner=worker: the wrong way, for the notes
-    PendingReplies asked{rt.loop};  // our questions to the master, by id
+    // New here: what this worker knows of the store (GET /state), and its questions to the master.
+    long poll_ms = 0;
+    StoreView state{};
+    StorePoller poller{};              // --mode poll only
+    Mailbox mail{rt.loop, rt.master};  // POST /send, GET /inbox, any question to the master
+    long long local_count = 0;         // GET /count?owner=worker: the wrong way, for the notes
 };
-
-void learn_state(Serving& s, std::int64_t version, std::string_view text, const char* how) {
-    s.state.version = version;
-    s.state.values = parse_store(text);
-    s.state.learned = how;
-    log_event("state version=%lld learned=%s keys=%zu", static_cast<long long>(version), how, s.state.values.size());
-}
-
-// --mode poll: this worker checks the store itself, every --poll-ms, and tells the master it did
-// (only so that the master can count the checks: N pollers against one).
-void poll_store(Serving& s) {
-    std::string text;
-    if (check_store(s.poller, &text)) learn_state(s, s.state.version + 1, text, "poll");
-    s.rt.master.send(msg("act", "checked"));
-    s.rt.loop.add_timer(s.opts.poll_ms, [&s] { poll_store(s); });
-}
-
-// {"cmd":"message"}: another worker's text, relayed by the master. Keep the last few.
-void receive_message(Serving& s, pid_t from, std::string text) {
-    ++s.received;
-    std::string shown = text.size() > kLogTextBytes ? text.substr(0, kLogTextBytes) + "..." : text;
-    log_event("message from=%d bytes=%zu text=%s", from, text.size(), json_quoted(shown).c_str());
-    s.inbox.push_back({from, std::move(text)});
-    if (s.inbox.size() > kInboxKeep) s.inbox.pop_front();
-}
-
-// GET /inbox's body, as this worker tells it.
-std::string inbox_json(const Serving& s) {
-    std::string list = "[";
-    for (const InboxEntry& e : s.inbox) {
-        JsonObject m;
-        m.set("from", static_cast<std::int64_t>(e.from));
-        m.set("bytes", static_cast<std::int64_t>(e.text.size()));
-        m.set("text", std::string_view(e.text).substr(0, kInboxShowBytes));
-        list += (list.size() > 1 ? "," : "") + m.dump();
-    }
-    JsonObject head;
-    head.set("pid", static_cast<std::int64_t>(self_pid()));
-    head.set("received", static_cast<std::int64_t>(s.received));
-    return json_with(head.dump(), "messages", list + "]") + "\n";
-}
-
-// {"cmd":"inbox","id":N}: the master asks for our inbox on behalf of another worker. The reply
-// carries the same id, so the master knows which question it answers.
-void answer_inbox(Serving& s, std::int64_t id) {
-    JsonObject reply = msg("act", "reply");
-    reply.set("id", id);
-    reply.set("status", 200);
-    reply.set("body", inbox_json(s));
-    s.rt.master.send(reply);
-}
-
-// Asks the master and answers the HTTP request with whatever it replies: {"act":...,"id":N}
-// out, {"cmd":"reply","id":N,"status":S,"body":B} back, matched by the id (pending_replies.hpp).
-void ask_master(Serving& s, JsonObject question, HttpServer::ReplyFn reply) {
-    std::int64_t id = s.asked.ask(kMasterTimeoutMs, [reply](const JsonObject* answer) {
-        if (!answer) return reply({504, "the master did not answer in time\n", ""});
-        reply({static_cast<int>(answer->get_int("status", 500)), answer->get_string("body"), ""});
-    });
-    question.set("id", id);
-    s.rt.master.send(question);
-}
-
-// ?NAME=PID: a process id, or a 400 saying what is wrong.
-bool pid_param(const Request& req, const char* name, pid_t* out, HttpServer::ReplyFn& reply) {
-    std::string text;
-    errno = 0;
-    char* end = nullptr;
-    long v = query_param(req.query, name, &text) ? std::strtol(text.c_str(), &end, 10) : 0;
-    if (text.empty() || *end != '\0' || errno == ERANGE || v < 1 || v > INT_MAX) {
-        reply({400, std::string(name) + " must be a process id (a whole number from 1)\n", ""});
-        return false;
-    }
-    *out = static_cast<pid_t>(v);
-    return true;
-}
-
-std::string state_json(const Serving& s) {
-    JsonObject head;
-    head.set("pid", static_cast<std::int64_t>(self_pid()));
-    head.set("version", s.state.version);
-    head.set("learned", s.state.learned);
-    return json_with(head.dump(), "values", s.state.values.dump()) + "\n";
-}
-
-// This lab's routes, before the contract's: GET /state, POST /send, GET /inbox, GET /count.
-bool serve_shared_routes(Serving& s, const Request& req, HttpServer::ReplyFn reply) {
-    const std::string& path = req.path;
-    if (path != "/state" && path != "/send" && path != "/inbox" && path != "/count") return false;
-    bool post = path == "/send";
-    if (post ? req.method != "POST" : (req.method != "GET" && req.method != "HEAD")) {
-        if (post) reply({405, "method not allowed: use POST\n", "Allow: POST\r\n"});
-        else reply({405, "method not allowed: use GET or HEAD\n", "Allow: GET, HEAD\r\n"});
-        return true;
-    }
-    pid_t pid;
-    if (path == "/state") {
-        reply({200, state_json(s), ""});
-    } else if (path == "/send") {
-        if (!pid_param(req, "to", &pid, reply)) return true;
-        if (req.body.size() > kMaxSendBytes) {
-            reply({413, "a message is at most " + std::to_string(kMaxSendBytes) + " bytes\n", ""});
-            return true;
-        }
-        JsonObject send = msg("act", "send");
-        send.set("to", static_cast<std::int64_t>(pid));
-        send.set("text", req.body);
-        ask_master(s, std::move(send), std::move(reply));
-    } else if (path == "/inbox") {
-        if (!pid_param(req, "pid", &pid, reply)) return true;
-        JsonObject ask = msg("act", "inbox");
-        ask.set("pid", static_cast<std::int64_t>(pid));
-        ask_master(s, std::move(ask), std::move(reply));
-    } else {
-        std::string owner;
-        if (query_param(req.query, "owner", &owner) && owner == "worker")
-            reply({200, std::to_string(++s.local_count) + "\n", ""});  // each worker counts alone
-        else
-            ask_master(s, msg("act", "count"), std::move(reply));
-    }
-    return true;
-}
 
 // {"cmd":"server"} arrived with the listening socket: accept on it, tell the master (lab05).
 void serve_listener(Serving& s, Fd listener) {
@@ -288,6 +106,35 @@ void on_uncaught(Serving& s, const char* what) {
     exit_when_drained(s, 1);
 }
 
+// --mode poll: this worker checks the store itself, every --poll-ms, and tells the master it did
+// (only so that the master can count the checks: N pollers against one).
+void poll_store(Serving& s) {
+    std::string text;
+    if (s.poller.check(&text)) s.state.learn(s.state.version() + 1, text, "poll");
+    s.rt.master.send(msg("act", "checked"));
+    s.rt.loop.add_timer(s.poll_ms, [&s] { poll_store(s); });
+}
+
+// This lab's routes, before the contract's. POST /send and GET /inbox are the mail's
+// (worker_mail.cpp); GET /state answers from what this worker knows; GET /count asks the master,
+// the one owner of the counter.
+bool serve_shared_routes(Serving& s, const Request& req, HttpServer::ReplyFn reply) {
+    if (s.mail.serve(req, reply)) return true;
+    if (req.path != "/state" && req.path != "/count") return false;
+    if (req.method != "GET" && req.method != "HEAD") {
+        reply({405, "method not allowed: use GET or HEAD\n", "Allow: GET, HEAD\r\n"});
+        return true;
+    }
+    std::string owner;
+    if (req.path == "/state")
+        reply({200, s.state.json(), ""});
+    else if (query_param(req.query, "owner", &owner) && owner == "worker")
+        reply({200, std::to_string(++s.local_count) + "\n", ""});  // each worker counts alone
+    else
+        s.mail.ask_master(msg("act", "count"), std::move(reply));
+    return true;
+}
+
 // Everything the master sends a worker. The channel is ordered: a new worker reads the state
 // (or the store's path) before the listening socket, so it never serves without a state.
 void on_master_message(Serving& s, Message& m) {
@@ -295,22 +142,18 @@ void on_master_message(Serving& s, Message& m) {
     if (cmd == "server" && m.fd) {
         serve_listener(s, std::move(m.fd));
     } else if (cmd == "state") {
-        learn_state(s, m.body.get_int("version"), m.body.get_string("text"), "notify");
+        s.state.learn(m.body.get_int("version"), m.body.get_string("text"), "notify");
     } else if (cmd == "store") {
         s.poller.path = m.body.get_string("path");
         poll_store(s);
-    } else if (cmd == "message") {
-        receive_message(s, static_cast<pid_t>(m.body.get_int("from")), m.body.get_string("text"));
-    } else if (cmd == "inbox") {
-        answer_inbox(s, m.body.get_int("id"));
-    } else if (cmd == "reply") {
-        s.asked.settle(m.body.get_int("id"), m.body);  // false: too late, its client got a 504
+    } else {
+        s.mail.on_message(m.body);
     }
 }
 
 int run_worker(const Options& opts) {
     WorkerRuntime rt(opts.limits);
-    Serving s{.rt = rt, .kill_timeout_ms = opts.kill_timeout_ms, .opts = opts};
+    Serving s{.rt = rt, .kill_timeout_ms = opts.kill_timeout_ms, .poll_ms = opts.store.poll_ms};
 
     rt.master.on_message([&s](Message& m) { on_master_message(s, m); });
     rt.http.set_routes([&s](const Request& req, HttpServer::ReplyFn reply) {
@@ -339,106 +182,32 @@ int run_worker(const Options& opts) {
     return s.exit_code;
 }
 
-// ---- the notifier --------------------------------------------------------------------------
-
-// The one poller of --mode notify: a child of the master that serves no HTTP. It checks the
-// store every --poll-ms and sends the master the new text when it changed; the master numbers
-// it and tells every worker. Still polling, as the material says, but once instead of N times.
-int run_notifier(const Options& opts) {
-    EventLoop loop;
-    MasterLink master(loop);  // the master gone: log and exit (no orphan)
-    Poller poller;
-    Fd watch;  // --mode inotify
-    auto check = [&] {
-        std::string text;
-        if (check_store(poller, &text)) {
-            log_event("changed bytes=%zu", text.size());
-            JsonObject store = msg("act", "store");
-            store.set("text", text);
-            master.send(store);
-        }
-        master.send(msg("act", "checked"));
-    };
-    std::function<void()> poll = [&] {
-        check();
-        loop.add_timer(opts.poll_ms, poll);
-    };
-    // --mode inotify: no timer. The kernel wakes us when the store's directory changes, and we
-    // check then: a change costs one check, and no change costs none.
-    auto watch_instead = [&] {
-        watch = watch_store(poller.path);
-        if (!watch) {  // no inotify here (or out of watches): poll, rather than fail
-            log_errno("inotify_init1/inotify_add_watch");
-            log_event("inotify unavailable, polling every %ld ms instead", opts.poll_ms);
-            return poll();
-        }
-        int fd = watch.get();
-        loop.add(fd, EPOLLIN, [&, fd](uint32_t) {
-            if (store_touched(fd, poller.path)) check();
-        });
-        check();
-    };
-    master.on_message([&](Message& m) {
-        if (m.body.get_string("cmd") != "store" || !poller.path.empty()) return;
-        poller.path = m.body.get_string("path");
-        if (opts.mode == "inotify") watch_instead();
-        else poll();
-    });
-    loop.on_signal(SIGTERM, [&loop] { loop.stop(); });
-    signal(SIGUSR1, SIG_IGN);  // as in a worker
-    master.send(msg("act", "online"));
-    loop.run();
-    master.flush_blocking();
-    return 0;
-}
-
 // ---- the master ----------------------------------------------------------------------------
 
 // The master's state. Ownership: `listener` is the listening socket; the master never accepts
 // on it but keeps it open for its whole life, so that while workers come and go the kernel
 // still completes handshakes and queues connections (the listen backlog): clients wait,
-// nobody is refused. New here: `notifier`, the store, the state and the counter it owns.
+// nobody is refused. New here: the notifier, and what the master owns for every worker.
 struct Master {
     const Options& opts;
     EventLoop& loop;
     Cluster& cluster;
-    HelperProcess& notifier;
     Fd listener;
-    std::string store_path{};
-    bool created_store = false;
     bool ready = false;
     RestartWindow window;   // the times of the last --limit restarts
     bool gave_up = false;   // once given up, never restart again
     int exit_code = 0;
+    StoreNotifier& notifier;  // the one poller of notify mode (store_notifier.hpp)
+    StoreChecks& checks;      // who read the store how often (SIGUSR1, shutdown)
+    StoreFile store;          // --store FILE, or a temporary one removed at exit
     // The state the master owns and hands out (notify): the store's text, numbered.
     std::int64_t version = 0;
     std::string text{};
-    std::int64_t counter = 0;                // GET /count
-    PendingReplies asked{loop};              // questions to one worker on behalf of another
-    // Checks of the store, counted where they happen: live pollers by pid, and the rest.
-    std::map<pid_t, long long> checks_by{};
-    long long checks_gone = 0;               // by pollers that have exited since
-    long long checks_master = 0;             // the master's own read at start-up (notify)
-    long long started_ms = monotonic_ms();
-    bool notifier_online = false;
+    std::int64_t counter = 0;       // GET /count
+    MailRelay mail{loop, cluster};  // POST /send and GET /inbox, relayed by pid (worker_mail.hpp)
 };
 
-bool notify_mode(const Master& m) { return m.opts.mode != "poll"; }  // notify or inotify: a notifier
-
-Worker* find_worker(Master& m, pid_t pid) {
-    for (Worker* w : m.cluster.workers())
-        if (w->pid == pid && w->channel) return w;
-    return nullptr;
-}
-
-// {"cmd":"reply"}: the answer to a worker's question, under the worker's own id.
-void answer(Master& m, Worker& w, std::int64_t id, int status, const std::string& body) {
-    JsonObject reply = msg("cmd", "reply");
-    reply.set("id", id);
-    reply.set("status", status);
-    reply.set("body", body);
-    m.cluster.send(w, reply);
-}
+bool notify_mode(const Master& m) { return m.opts.store.mode != "poll"; }  // notify or inotify: a notifier
 
 // The one place workers learn the store from in --mode notify: the master, which heard it from
 // the notifier. A newcomer (a worker just forked: at start, a replacement, a retry) is told the
@@ -471,207 +240,98 @@ void adopt_store_text(Master& m, const std::string& text) {
     share_state(m, nullptr);
 }
 
-void maybe_ready(Master& m, int port) {
-    if (m.ready || m.cluster.listening_count() < static_cast<size_t>(m.opts.server.workers)) return;
-    if (notify_mode(m) && !m.notifier_online) return;
-    m.ready = true;
-    print_ready("lab13", m.opts.server.host, port);
+// worker.send('server', server) after cluster.fork(): the new worker gets the socket, after
+// what it must know first (the state, or where the store is).
+void send_listener(Master& m, Worker& w) {
+    if (notify_mode(m)) share_state(m, &w);
+    else m.cluster.send(w, where_the_store_is(m.store.path()));
+    m.cluster.send(w, msg("cmd", "server"), m.listener.get());
 }
 
-// SIGUSR1 and shutdown: how many times the store was checked, and by whom.
-void print_checks(Master& m, const char* at) {
-    long long total = m.checks_gone + m.checks_master;
-    std::string by;
-    for (auto& [pid, n] : m.checks_by) {
-        total += n;
-        by += (by.empty() ? "" : ",") + std::to_string(pid) + ":" + std::to_string(n);
-    }
-    long long elapsed = monotonic_ms() - m.started_ms;
-    log_event("checks at=%s mode=%s pollers=%zu total=%lld elapsed_ms=%lld per_second=%.1f poll_ms=%ld master=%lld "
-              "gone=%lld by=%s",
-              at, m.opts.mode.c_str(), m.checks_by.size(), total, elapsed, elapsed > 0 ? total * 1000.0 / elapsed : 0.0,
-              m.opts.poll_ms, m.checks_master, m.checks_gone, by.empty() ? "none" : by.c_str());
-}
-
-void forget_poller(Master& m, pid_t pid) {
-    auto it = m.checks_by.find(pid);
-    if (it == m.checks_by.end()) return;
-    m.checks_gone += it->second;
-    m.checks_by.erase(it);
-}
-
-// cluster.fork() followed by worker.send('server', server): the new worker gets the socket,
-// after what it must know first (the state, or where the store is).
-Worker* start_worker(Master& m, int slot) {
-    Worker* w = m.cluster.fork_worker(slot);
-    if (!w) {
-        // fork or socketpair failed (at the descriptor limit, say): keep serving with the
-        // workers we have, and try this slot again later.
-        log_event("fork-failed slot=%d retry_ms=%ld", slot, kRetryMs);
-        m.loop.add_timer(kRetryMs, [&m, slot] {
-            if (!m.cluster.shutting_down() && !m.gave_up) start_worker(m, slot);
-        });
-        return nullptr;
-    }
-    if (notify_mode(m)) {
-        share_state(m, w);
-    } else {
-        JsonObject store = msg("cmd", "store");
-        store.set("path", m.store_path);
-        m.cluster.send(*w, store);
-    }
-    m.cluster.send(*w, msg("cmd", "server"), m.listener.get());
-    return w;
-}
+void stop_if_nothing_left(Master& m);
 
 // A worker is going or gone: fork its replacement into the same slot, so the number of
-// serving workers stays what --workers asked for — unless it has been happening too often
-// (lab10's restart limit, unchanged; lab10's exercise, solved).
-void restart(Master& m, const Worker& old) {
+// serving workers stays what --workers asked for — unless it has been happening too often.
+void restart(Master& m, pid_t old, int slot) {
     if (m.gave_up) return;
+    // A worker that dies again and again is a bug, not bad luck: restarting it forever only
+    // burns CPU and fills the log. Count this restart in the window (a try that could not
+    // fork counts too); if it makes --limit within --during ms, give up. The workers still
+    // alive keep serving.
     if (!m.window.allow(monotonic_ms())) {
         m.gave_up = true;
         log_event("giveup restarts=%zu during_ms=%lld workers=%zu", m.window.total(), m.window.during_ms(),
                   m.cluster.size());
         return;
     }
-    Worker* w = start_worker(m, old.slot);
-    log_event("restart worker=%d replacement=%d", old.pid, w ? w->pid : -1);
+    Worker* w = m.cluster.fork_worker(slot);
+    if (!w) {
+        // socketpair or fork failed (logged: out of fds or processes). Not the end of the
+        // cluster: the others keep serving, and we try again a little later.
+        log_event("restart worker=%d failed retry_in_ms=%ld", old, kForkRetryMs);
+        m.loop.add_timer(kForkRetryMs, [&m, old, slot] {
+            if (m.cluster.shutting_down()) return;
+            restart(m, old, slot);
+            stop_if_nothing_left(m);  // that try may have been the one that gave up
+        });
+        return;
+    }
+    send_listener(m, *w);
+    log_event("restart worker=%d replacement=%d", old, w->pid);
+}
+
+// After a giveup, the master lives as long as some worker serves, then exits 1: nothing is left
+// to supervise, and whoever supervises the master (systemd, a shell loop) should know.
+void stop_if_nothing_left(Master& m) {
+    if (!m.gave_up || m.cluster.size() > 0) return;
+    log_event("shutdown reason=giveup workers=0");
+    m.exit_code = 1;
+    m.loop.stop();
 }
 
 // Only a worker that died without a word (SIGKILL, the OOM killer, a segfault) is replaced on
 // exit; one that sent a suicide was replaced then, and is never replaced twice.
-// After a giveup, the master lives as long as some worker serves, then exits 1: nothing is left
-// to supervise, and whoever supervises the master (systemd, a shell loop) should know.
 void on_worker_exit(Master& m, const Worker& w) {
-    forget_poller(m, w.pid);
+    m.checks.forget(w.pid);
     if (m.cluster.shutting_down()) return;  // stopping: nobody is replaced
-    if (!w.exited_after_disconnect) restart(m, w);
-    if (m.gave_up && m.cluster.size() == 0) {
-        log_event("shutdown reason=giveup workers=0");
-        m.exit_code = 1;
-        m.loop.stop();
-    }
+    if (!w.exited_after_disconnect) restart(m, w.pid, w.slot);
+    stop_if_nothing_left(m);
 }
 
-void start_notifier(Master& m) {
-    if (m.cluster.shutting_down() || m.notifier.running()) return;
-    m.notifier_online = false;
-    if (!m.notifier.start()) {
-        m.loop.add_timer(kRetryMs, [&m] { start_notifier(m); });
-        return;
-    }
-    JsonObject store = msg("cmd", "store");
-    store.set("path", m.store_path);
-    m.notifier.send(store);
+// The ready line waits for every initial worker, and for the notifier (notify, inotify).
+void maybe_ready(Master& m, int port) {
+    if (m.ready || m.cluster.listening_count() < static_cast<size_t>(m.opts.server.workers)) return;
+    if (notify_mode(m) && !m.notifier.online()) return;
+    m.ready = true;
+    print_ready("lab13", m.opts.server.host, port);
 }
 
-// The notifier's channel closed: it died. Restart it — at once, unless it died young (a crash
-// loop must not spin): then after kRetryMs.
-void on_notifier_gone(Master& m, pid_t old) {
-    forget_poller(m, old);
-    if (m.cluster.shutting_down()) return;
-    bool young = monotonic_ms() - m.notifier.started_ms() < kRetryMs;
-    auto restart = [&m, old] {
-        start_notifier(m);
-        log_event("restart notifier=%d replacement=%d", old, m.notifier.running() ? m.notifier.pid() : -1);
-    };
-    if (young) m.loop.add_timer(kRetryMs, restart);
-    else restart();
-}
-
-void on_notifier_message(Master& m, Message& message, int port) {
-    std::string act = message.body.get_string("act");
-    if (act == "online") {
-        m.notifier_online = true;
-        log_event("online notifier=%d", m.notifier.pid());
-        maybe_ready(m, port);
-    } else if (act == "checked") {
-        ++m.checks_by[m.notifier.pid()];
-    } else if (act == "store") {
-        adopt_store_text(m, message.body.get_string("text"));
-    }
-}
-
-// A worker asks for worker `to`'s inbox. The master asks `to` under an id of its own, and
-// when the reply with that id comes back, answers the asker under the asker's id. Nobody
-// answers in kInboxTimeoutMs: 504.
-void relay_inbox(Master& m, Worker& from, std::int64_t from_id, pid_t to) {
-    Worker* target = find_worker(m, to);
-    if (!target) return answer(m, from, from_id, 404, "no worker with pid " + std::to_string(to) + "\n");
-    if (target->channel->wants_write())
-        return answer(m, from, from_id, 503, "worker " + std::to_string(to) + " is not reading its channel\n");
-    pid_t asker = from.pid;
-    std::int64_t id = m.asked.ask(kInboxTimeoutMs, [&m, asker, from_id, to](const JsonObject* reply) {
-        Worker* w = find_worker(m, asker);
-        if (!w) return;  // the asker is gone: nobody to answer
-        if (!reply)
-            return answer(m, *w, from_id, 504,
-                          "worker " + std::to_string(to) + " did not answer within " + std::to_string(kInboxTimeoutMs) + " ms\n");
-        answer(m, *w, from_id, static_cast<int>(reply->get_int("status", 500)), reply->get_string("body"));
-    });
-    JsonObject question = msg("cmd", "inbox");
-    question.set("id", id);
-    m.cluster.send(*target, question);
-}
-
-// A worker's text for worker `to`: relayed at once. 202 means it is in `to`'s channel, not
-// that `to` has read it. A target that does not read its channel gets no more (503), or the
-// master would buffer for it without bound.
-void relay_message(Master& m, Worker& from, std::int64_t from_id, pid_t to, const std::string& text) {
-    Worker* target = find_worker(m, to);
-    if (!target) return answer(m, from, from_id, 404, "no worker with pid " + std::to_string(to) + "\n");
-    if (target->channel->wants_write())
-        return answer(m, from, from_id, 503, "worker " + std::to_string(to) + " is not reading its channel\n");
-    JsonObject note = msg("cmd", "message");
-    note.set("from", static_cast<std::int64_t>(from.pid));
-    note.set("text", text);
-    if (!m.cluster.send(*target, note))
-        return answer(m, from, from_id, 404, "worker " + std::to_string(to) + " is gone\n");
-    answer(m, from, from_id, 202, "delivered to the channel of worker " + std::to_string(to) + "\n");
-}
-
-// Cluster has logged online/listening already. The ready line waits for every initial worker
-// (and the notifier). A suicide is the worker saying "I am going": replace it now, not when it
-// has exited. New here: the questions workers ask the master, each answered under its id.
+// Cluster has logged online/listening already. A suicide is the worker saying "I am going":
+// replace it now. New here: workers' questions, answered by id: the count (one owner), the mail.
 void on_worker_message(Master& m, Worker& w, const Message& message, int port) {
-    const JsonObject& body = message.body;
-    std::string act = body.get_string("act");
-    std::int64_t id = body.get_int("id");
+    std::string act = message.body.get_string("act");
     if (act == "listening") {
         maybe_ready(m, port);
     } else if (act == "suicide" && w.state != WorkerState::disconnecting) {
         w.state = WorkerState::disconnecting;
         log_event("suicide worker=%d", w.pid);
-        if (!m.cluster.shutting_down()) restart(m, w);
+        if (!m.cluster.shutting_down()) restart(m, w.pid, w.slot);
     } else if (act == "checked") {
-        ++m.checks_by[w.pid];
+        m.checks.count(w.pid);
     } else if (act == "count") {
-        answer(m, w, id, 200, std::to_string(++m.counter) + "\n");  // the single owner
-    } else if (act == "send") {
-        relay_message(m, w, id, static_cast<pid_t>(body.get_int("to")), body.get_string("text"));
-    } else if (act == "inbox") {
-        relay_inbox(m, w, id, static_cast<pid_t>(body.get_int("pid")));
-    } else if (act == "reply") {
-        if (!m.asked.settle(id, body)) log_event("late-reply worker=%d id=%lld dropped", w.pid, static_cast<long long>(id));
+        m.mail.answer(w, message.body.get_int("id"), 200, std::to_string(++m.counter) + "\n");
+    } else {
+        m.mail.on_message(w, message.body);
     }
 }
 
-// Where the store is: --store FILE, or a fresh one in a temporary directory (removed at exit).
+// In notify mode the master reads the store once itself, so that every worker starts with a state.
 void open_store(Master& m) {
-    if (!m.opts.store.empty()) {
-        m.store_path = m.opts.store;
-    } else {
-        m.store_path = create_temp_store("lab13", kInitialStore);
-        if (m.store_path.empty()) die_errno("create_temp_store (mkdtemp/open/write)");
-        m.created_store = true;
-    }
-    log_event("store path=%s created=%s mode=%s poll_ms=%ld", m.store_path.c_str(), m.created_store ? "yes" : "no",
-              m.opts.mode.c_str(), m.opts.poll_ms);
+    log_event("store path=%s created=%s mode=%s poll_ms=%ld", m.store.path().c_str(), m.store.created() ? "yes" : "no",
+              m.opts.store.mode.c_str(), m.opts.store.poll_ms);
     if (!notify_mode(m)) return;
-    // The master's own first read, so that every worker starts with a state (version 1).
-    StoreRead r = read_store(m.store_path, kMaxStoreBytes);
-    ++m.checks_master;
+    StoreRead r = read_store(m.store.path(), kMaxStoreBytes);
+    m.checks.count_master();
     if (!r.ok) log_event("store error=\"%s\" starting=empty", r.error.c_str());
     adopt_store_text(m, r.text);
 }
@@ -679,32 +339,34 @@ void open_store(Master& m) {
 int run_master(const Options& opts, char** argv) {
     EventLoop loop;
     Cluster cluster(loop, argv);
-    HelperProcess notifier(loop, argv, "notifier");
+    StoreChecks checks;
+    StoreNotifier notifier(loop, argv, checks);
     ListenOptions lo;
     lo.host = opts.server.host;
     lo.port = opts.server.port;
     lo.nonblocking = true;  // shared with every worker: their loops must never block in accept
-    Master m{.opts = opts, .loop = loop, .cluster = cluster, .notifier = notifier, .listener = listen_or_die(lo),
-             .window = RestartWindow(static_cast<size_t>(opts.limit), opts.during_ms)};
+    Master m{.opts = opts, .loop = loop, .cluster = cluster, .listener = listen_or_die(lo),
+             .window = RestartWindow(static_cast<size_t>(opts.limit), opts.during_ms),
+             .notifier = notifier, .checks = checks,
+             .store = StoreFile(opts.store.path, "lab13")};
     int port = local_port(m.listener.get());
 
     cluster.on_message([&m, port](Worker& w, Message& message) { on_worker_message(m, w, message, port); });
     cluster.on_exit([&m](const Worker& w, int) { on_worker_exit(m, w); });
-    notifier.on_message([&m, port](Message& message) { on_notifier_message(m, message, port); });
-    notifier.on_gone([&m](pid_t old) { on_notifier_gone(m, old); });
-    // Before anything is forked. SIGINT/SIGTERM: no more restarts (on_worker_exit sees
-    // shutting_down()); the notifier is stopped first, then every worker drains and exits; a
-    // worker still busy after --shutdown-timeout gets SIGKILL; we exit 0. SIGUSR1: the checks.
+    notifier.on_online([&m, port] { maybe_ready(m, port); });
+    notifier.on_store([&m](const std::string& text) { adopt_store_text(m, text); });
+    // SIGINT/SIGTERM: no more restarts (on_worker_exit sees shutting_down()); the notifier stops, then every
+    // worker drains and exits; a worker still busy after --shutdown-timeout gets SIGKILL; we exit 0.
     stop_cluster_on_signals(loop, cluster, opts.shutdown_timeout_ms, {}, [&m] { m.notifier.stop_and_wait(2000); });
-    loop.on_signal(SIGUSR1, [&m] { print_checks(m, "SIGUSR1"); });
+    loop.on_signal(SIGUSR1, [&] { checks.log("SIGUSR1", opts.store.mode, opts.store.poll_ms); });
 
     open_store(m);
-    if (notify_mode(m)) start_notifier(m);
-    for (int slot = 0; slot < opts.server.workers; ++slot) start_worker(m, slot);
+    if (notify_mode(m)) notifier.start(m.store.path());
+    for (int slot = 0; slot < opts.server.workers; ++slot)
+        cluster.fork_worker_retrying(slot, kForkRetryMs, [&m](Worker& w) { send_listener(m, w); });
     loop.run();
     notifier.stop_and_wait(2000);  // after a giveup it is still running
-    print_checks(m, "shutdown");
-    if (m.created_store) remove_temp_store(m.store_path);
+    checks.log("shutdown", opts.store.mode, opts.store.poll_ms);
     log_event("shutdown complete code=%d", m.exit_code);
     return m.exit_code;
 }
@@ -712,10 +374,9 @@ int run_master(const Options& opts, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool child = is_worker_process();
-    std::string role = child ? take_helper_role() : "";
-    bool notifier = role == "notifier";
-    init_process(!child ? "master" : notifier ? "notifier" : "worker");
+    bool worker = is_worker_process();
+    bool notifier = worker && take_helper_role() == "notifier";
+    init_process(!worker ? "master" : notifier ? "notifier" : "worker");
     Options opts;
     Cli cli("lab13", "Shared state: workers talk through the master (POST /send, GET /inbox), the master owns "
                      "shared state (GET /count), and one notifier polls the store and pushes changes to every "
@@ -728,14 +389,8 @@ int main(int argc, char** argv) {
                 "ms a dying worker may drain before it closes what is left and exits");
     cli.integer("limit", &opts.limit, 1, 1000000, "give up when this many restarts fall within --during");
     cli.integer("during", &opts.during_ms, 1, 86400000, "ms: the window of --limit");
-    cli.text("store", &opts.store, "FILE",
-             "the shared store, key=value lines (default: a new file in a temporary directory, named in the log "
-             "and removed at exit)");
-    cli.choice("mode", &opts.mode, {"notify", "poll", "inotify"},
-               "notify: one notifier process polls the store and the master pushes changes; poll: every worker "
-               "polls it; inotify: the notifier checks only when the kernel says the store changed");
-    cli.integer("poll-ms", &opts.poll_ms, 1, 3600000, "ms between two checks of the store, by each poller (not inotify)");
+    add_store_options(cli, opts.store);
     cli.parse(argc, argv);
-    if (!child) return run_master(opts, argv);
-    return notifier ? run_notifier(opts) : run_worker(opts);
+    if (!worker) return run_master(opts, argv);
+    return notifier ? run_store_notifier(opts.store.mode == "inotify", opts.store.poll_ms) : run_worker(opts);
 }
