@@ -1,45 +1,44 @@
 // cluster_module.hpp — Node's `cluster` module in C++ (lab15): Node's names over the mechanisms
-// labs 05–14 put in common/. The module adds no mechanism of its own; it is the façade:
+// labs 05–14 put in common/. The primary's side is cluster_module.cpp, a worker's
+// cluster_worker.cpp (as Node splits lib/internal/cluster/primary.js and child.js).
 //
-//   Node                                  here                                   the mechanism, where it lives
-//   cluster.isPrimary, cluster.isWorker   cluster::is_primary(), is_worker()     CLUSTERLAB_UNIQUE_ID (Node: NODE_UNIQUE_ID)
-//   cluster.setupPrimary({exec, args})    cluster::setup_primary(settings)       Cluster::set_program (cluster.hpp)
-//   cluster.schedulingPolicy              Settings::policy, or the environment:
-//     NODE_CLUSTER_SCHED_POLICY=rr|none     CLUSTERLAB_SCHED_POLICY=rr|none
-//   cluster.fork()                        cluster::fork()                        Cluster::fork_worker, spawn_worker (channel.hpp)
-//   cluster.workers                       cluster::workers()                     Cluster's process table (cluster.hpp)
-//   cluster.on('listening' | 'exit')      cluster::on_listening(fn), on_exit(fn)
-//   worker.id, worker.process.pid         Worker::id(), Worker::pid()
-//   worker.disconnect()                   Worker::disconnect(): dealt nothing     HttpServer::drain (lab08)
-//                                           more, it drains and exits 0
-//   worker.exitedAfterDisconnect          Worker::exited_after_disconnect()
-//   worker.kill(signal)                   Worker::kill(sig)
-//   SCHED_RR's RoundRobinHandle           one per listening address             RoundRobinHandle (round_robin_handle.hpp, lab07)
-//   (PM2's reload)                        cluster::rolling_reload()              lab14's rolling reload
-//   SIGINT/SIGTERM in the primary         disconnect every worker, then exit 0   stop_cluster_on_signals (master_worker.hpp)
-//   (a worker) http.createServer(fn)      WorkerProcess::http().set_routes(fn)   HttpServer (http_server.hpp)
-//   (a worker) server.listen(port)        WorkerProcess::listen(port, host)
-//   (a worker) cluster.worker.disconnect  WorkerProcess::disconnect()
+//   Node                                 here                                  the mechanism
+//   cluster.isPrimary, cluster.isWorker  is_primary(), is_worker()             CLUSTERLAB_CHANNEL_FD set?
+//                                                                              (Node: NODE_CHANNEL_FD)
+//   cluster.setupPrimary({exec, args})   setup_primary(settings)               Cluster::set_program
+//   cluster.schedulingPolicy             Settings::policy; the environment     ServerHandle: shared or
+//     NODE_CLUSTER_SCHED_POLICY=rr|none    CLUSTERLAB_SCHED_POLICY wins         dealt (server_handle.hpp)
+//   cluster.fork()                       fork()                                Cluster::fork_worker → spawn
+//   cluster.workers                      workers()                             Cluster's table (cluster.hpp)
+//   cluster.on('listening' | 'exit')     on_listening(fn), on_exit(fn)
+//   worker.id, worker.process.pid        Worker::id(), pid()                   the Worker record
+//   worker.disconnect()                  Worker::disconnect()                  WorkerState::disconnecting
+//   worker.exitedAfterDisconnect         Worker::exited_after_disconnect()
+//   worker.kill(signal)                  Worker::kill(sig)
+//   RoundRobinHandle (SCHED_RR)          one per dealt address                 RoundRobinHandle (lab07)
+//   (PM2's reload)                       rolling_reload()                      RollingReload (lab14)
+//   SIGINT/SIGTERM in the primary        every worker disconnected, exit 0     stop_cluster_on_signals
+//   http.createServer(fn), in a worker   WorkerProcess::http().set_routes(fn)  HttpServer
+//   server.listen(port), in a worker     WorkerProcess::listen(port, host)     {"act":"queryServer"}
+//   worker.disconnect(), in a worker     WorkerProcess::disconnect(); SIGTERM  HttpServer::drain (lab08)
 //
 // What the module does not decide, as in Node: whether a dead worker is replaced. It reports
 // (`exit`, with exited_after_disconnect() telling a crash from a requested exit) and the
 // program decides (lab15: with lab10's RestartWindow).
 //
-// The handle of an address. A worker's listen(port, host) is a request to the primary
-// ({"act":"queryServer"}), which opens the socket once per address and keeps it for its whole
-// life (so workers come and go and no client is refused: lab10's lesson). With policy `none`
-// the primary sends the socket itself and the workers accept on it (lab05: the kernel decides
-// who gets a connection); with `rr` the socket never leaves the primary, which accepts and
-// deals the connections (lab07's RoundRobinHandle). listen(0) in every worker therefore gives
-// every worker the same port, as Node documents.
+// The handle of an address. A worker's listen(port, host) is a request to the primary, which
+// opens the socket once per address and keeps it (ServerHandle): under `none` the workers get
+// the socket and accept on it, under `rr` the primary accepts and deals. The key is the address
+// the worker asked for, so listen(0) in every worker gives every worker the same port, as Node
+// documents.
 //
 // The log: the contract's events, as Cluster writes them (fork, online, listening, disconnect,
-// exit), plus `setup`, `reload …` and `shutdown`.
+// exit), plus `setup`, `reload …` (lab14's words) and `shutdown`.
 //
 // Ownership: the primary's state (process table, channels, listening sockets, dealt
-// connections) lives in this module for the life of the process, as Node's does. A worker's
-// WorkerProcess owns its loop, its channel and its connections; it is neither copied nor moved
-// (its loop's callbacks refer to it).
+// connections) lives in the module for the life of the process, as Node's does; a Worker is a
+// view of its record in that table. A worker's WorkerProcess owns its loop, its channel and its
+// connections; it is neither copied nor moved (its loop's callbacks refer to it).
 #pragma once
 
 #include "http.hpp"
@@ -60,9 +59,8 @@ const char* policy_name(Policy p);
 // "rr" or "none"; nullopt for anything else.
 std::optional<Policy> parse_policy(std::string_view text);
 
-// The environment variables of the module (Node: NODE_CLUSTER_SCHED_POLICY, NODE_UNIQUE_ID).
+// The scheduling policy's environment variable (Node: NODE_CLUSTER_SCHED_POLICY).
 constexpr const char* kPolicyEnv = "CLUSTERLAB_SCHED_POLICY";
-constexpr const char* kUniqueIdEnv = "CLUSTERLAB_UNIQUE_ID";
 
 struct Settings {
     std::string exec;               // the worker program; empty: this program again
@@ -72,28 +70,30 @@ struct Settings {
     long shutdown_timeout_ms = 10000;  // SIGINT/SIGTERM: how long workers may drain
 };
 
+// A worker is a process started with a channel (CLUSTERLAB_CHANNEL_FD, Node: NODE_CHANNEL_FD),
+// as read when the program started: WorkerProcess takes the variable away.
 bool is_primary();
 bool is_worker();
 
 // ------------------------------------------------------------------------------ the primary
 
+// A worker in the primary: a view of its record in Cluster's process table (common/cluster.hpp),
+// which owns it; valid until its exit event has been delivered.
 class Worker {
 public:
-    int id() const { return id_; }
-    pid_t pid() const { return pid_; }
+    explicit Worker(::Worker& record) : record_(&record) {}
+    int id() const { return record_->id; }
+    pid_t pid() const { return record_->pid; }
     // Graceful: the primary deals it nothing more; it answers what it has with Connection:
     // close and exits 0. Not a crash: its exit event has exited_after_disconnect() true.
     void disconnect();
     void kill(int sig = SIGTERM);
-    bool exited_after_disconnect() const { return exited_after_disconnect_; }
+    bool exited_after_disconnect() const {
+        return record_->exited_after_disconnect || record_->state == WorkerState::disconnecting;
+    }
 
 private:
-    friend struct Primary;
-    friend Worker* fork();
-    int id_ = 0;
-    pid_t pid_ = -1;
-    bool dead_ = false;
-    bool exited_after_disconnect_ = false;
+    ::Worker* record_;
 };
 
 struct Address {
@@ -105,11 +105,11 @@ struct Address {
 // first fork (fork() calls it for you with the defaults).
 void setup_primary(Settings settings = {});
 
-// Starts a worker (this program again, or settings().exec). Returns it, or nullptr when fork or
+// Starts a worker (this program again, or settings().exec). Returns it, or nothing when fork or
 // socketpair failed (logged: try again later) or the primary is shutting down.
-Worker* fork();
+std::optional<Worker> fork();
 // The live workers, oldest first (cluster.workers).
-std::vector<Worker*> workers();
+std::vector<Worker> workers();
 
 void on_listening(std::function<void(Worker&, const Address&)> fn);
 // code is the exit code (-1 when a signal ended it); sig the signal (0 when it exited).
@@ -148,8 +148,7 @@ public:
 
 private:
     void on_primary(Message& m);
-    void confirm(Message& m);  // rr: a connection dealt to us
-    void serve(Message& m);    // the primary's answer to listen()
+    void serve(Message& m);  // the primary's answer to listen()
 
     WorkerRuntime rt_;
     std::vector<Fd> listeners_;  // under Policy::none: our copies of the primary's sockets

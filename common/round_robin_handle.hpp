@@ -6,7 +6,7 @@
 // another. This class is that bookkeeping and nothing else (no sockets are read or written
 // here, no clock is read), so it is unit-tested without processes:
 // harness/unit/test_round_robin_handle.cpp. lab07 (its note walks through this file) and
-// common/cluster_module.cpp send what it decides and feed it the workers' answers.
+// common/server_handle.cpp (the cluster module's) send what it decides and feed it the workers' answers.
 //
 // The rules:
 //   - Workers are dealt strictly in turn: connection k goes to worker k mod n, and a worker

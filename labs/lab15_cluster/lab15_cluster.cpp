@@ -7,7 +7,6 @@
 
 #include "cli.hpp"
 #include "cluster_module.hpp"
-#include "event_loop.hpp"
 #include "log.hpp"
 #include "net.hpp"
 #include "process.hpp"
@@ -38,7 +37,7 @@ void replace(pid_t dead, RestartWindow& restarts) {
         if (cluster::workers().empty()) cluster::stop(1);
         return;
     }
-    if (cluster::Worker* fresh = cluster::fork()) {
+    if (auto fresh = cluster::fork()) {
         log_event("restart worker=%d replacement=%d", dead, fresh->pid());
         return;
     }

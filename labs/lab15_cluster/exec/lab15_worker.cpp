@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
     cli.parse(argc, argv);
     if (!cluster::is_worker()) {
         std::fprintf(stderr, "lab15_worker: not started by a cluster primary (%s is not set): run ./lab15 --exec %s\n",
-                     cluster::kUniqueIdEnv, argv[0]);
+                     kChannelEnv, argv[0]);
         return 2;
     }
     return run_worker(opts);
