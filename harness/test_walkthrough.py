@@ -16,7 +16,6 @@ set in one block (`pid=…`) is there in the next, as in the student's terminal.
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import IN_CI, READY, REPO, children_of, group_members, need_tool, reap_orphans, wait_until
+import labinfo  # noqa: E402  (tools/labinfo.py: conftest puts tools/ on the path)
 
 README = REPO / "README.md"
 MARK = re.compile(r"^<!-- walkthrough (\w+): terminal ([12]) -->\n```sh\n(.*?)```", re.M | re.S)
@@ -101,21 +101,6 @@ def needed_tools(step):
             need_tool(name, package)
 
 
-def read_ready_line(proc, timeout):
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    buf = b""
-    while not buf.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace").rstrip("\n")
-
-
 def run_clients(step_id, port, tmp):
     """Terminal 2: every block of the step in one bash, in order; (outputs, seconds) per block."""
     step = STEPS[step_id]
@@ -168,7 +153,7 @@ def run_step(step_id, tmp_path):
                                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                start_new_session=True)
     try:
-        line = read_ready_line(lab, 20)
+        line = labinfo.read_line(lab, 20)
         m = READY.match(line)
         assert m, f"step {step_id}: no ready line from {server!r}, got {line!r}\n{log_path.read_text()}"
         port, pid = int(m.group(3)), int(m.group(4))
