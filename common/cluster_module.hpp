@@ -151,6 +151,7 @@ private:
     void serve(Message& m);  // the primary's answer to listen()
 
     WorkerRuntime rt_;
+    BurstLog lost_;  // dealt connections whose fd was lost at our fd limit
     std::vector<Fd> listeners_;  // under Policy::none: our copies of the primary's sockets
     bool leaving_ = false;
     bool finished_ = false;

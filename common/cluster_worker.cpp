@@ -11,7 +11,8 @@
 
 namespace cluster {
 
-WorkerProcess::WorkerProcess(const ConnectionLimits& limits) : rt_(limits) {
+WorkerProcess::WorkerProcess(const ConnectionLimits& limits)
+    : rt_(limits), lost_(rt_.loop, "error channel: connection fds lost at our fd limit (EMFILE), handed back to the primary:") {
     rt_.master.on_message([this](Message& m) { on_primary(m); });
     // The primary's SIGTERM, or anyone's: leave gracefully, as on worker.disconnect().
     rt_.loop.on_signal(SIGTERM, [this] { disconnect(); });
@@ -19,7 +20,7 @@ WorkerProcess::WorkerProcess(const ConnectionLimits& limits) : rt_(limits) {
 
 void WorkerProcess::on_primary(Message& m) {
     std::string cmd = m.body.get_string("cmd");
-    if (cmd == "connection") rt_.master.send(answer_connection(m, rt_.http));  // rr: dealt to us
+    if (cmd == "connection") rt_.master.send(answer_connection(m, rt_.http, lost_));  // rr: dealt to us
     else if (cmd == "server") serve(m);
     else if (cmd == "disconnect") disconnect();
 }

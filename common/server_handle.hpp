@@ -6,14 +6,17 @@
 //     kernel decides who gets a connection (lab05, lab06's herd);
 //   - dealt (cluster.SCHED_RR): the socket never leaves the primary, which accepts and deals
 //     each connection over the worker's channel. Who gets it is RoundRobinHandle's decision
-//     (sans-IO, lab07); this class does its I/O: accept, send each handoff, feed the workers'
-//     answers back, and look again at the handle's next deadline.
+//     (sans-IO, lab07); this class does its I/O as lab07's master does: accept while the
+//     waiting room has space (a quarter of the fd limit; when it is full, newcomers wait in the
+//     kernel's backlog), send each handoff, feed the workers' answers back, and look again at
+//     the handle's next deadline (reading the overdue workers' channels first: an answer
+//     already there is news, not silence).
 //
 // The protocol, both ends:
 //   primary → worker  {"cmd":"server","host":H,"port":P,"handle":K}, with the socket if shared
 //   primary → worker  {"cmd":"connection","id":I,"handle":K,"sent_ms":T,"late_ms":L} + the client
-//   worker → primary  {"act":"accepted"|"refused","id":I,"handle":K[,"reason":R]}: the worker's
-//                     end is answer_connection(), in the same turn of its loop
+//   worker → primary  {"act":"accepted"|"refused","id":I,"handle":K[,"reason":late|fd-lost|no-fd]}:
+//                     the worker's end is answer_connection(), in the same turn of its loop
 //
 // Ownership: the handle owns its listening socket; its RoundRobinHandle owns every connection
 // it holds until a worker confirms it. The loop's callbacks refer to the handle: it is neither
@@ -24,6 +27,7 @@
 #include "event_loop.hpp"
 #include "fd.hpp"
 #include "http_server.hpp"
+#include "master_worker.hpp"
 #include "round_robin_handle.hpp"
 
 #include <memory>
@@ -54,6 +58,9 @@ public:
 private:
     void accept_and_deal();
     void send(std::vector<RoundRobinHandle::Handoff> work);
+    std::vector<RoundRobinHandle::Handoff> redeal(pid_t dead);
+    void look_again();  // at rr_.next_deadline()
+    void watch_listener();  // accept only while the waiting room has space
 
     EventLoop& loop_;
     Cluster& table_;
@@ -61,11 +68,13 @@ private:
     Fd listener_;
     bool deal_;
     RoundRobinHandle rr_;
-    bool refusing_ = false;  // logged the bound once for this burst
-    EventLoop::TimerId deadline_timer_ = 0;  // for rr_.next_deadline()
+    bool accepting_ = true;
+    BurstLog full_;  // one line per burst of "the waiting room is full"
+    EventLoop::TimerId deadline_timer_ = 0;
     long long deadline_at_ = 0;
 };
 
 // The worker's end of a dealt connection: `http` adopts it, or it is refused (it came later than
-// late_ms: the primary may have taken it back; or its fd was lost). Returns the answer to send.
-JsonObject answer_connection(Message& m, HttpServer& http);
+// late_ms: the primary may have taken it back; or its fd was lost at our fd limit: counted in
+// `lost`, one log line per burst). Returns the answer to send.
+JsonObject answer_connection(Message& m, HttpServer& http, BurstLog& lost);
