@@ -71,24 +71,21 @@ void exit_when_drained(Serving& s, int code) {
     log_event("drain waiting=%zu", s.rt.http.connection_count());
 }
 
-void on_uncaught(Serving& s, const char* what) {
-    log_event("uncaught error=\"%s\"", what);
-    exit_when_drained(s, 1);
-}
-
 int run_worker(const Options& opts) {
     WorkerRuntime rt(opts.limits);
     Serving s{.rt = rt};
     rt.loop.on_signal(SIGTERM, [&s] { exit_when_drained(s, 0); });
     rt.master.send(msg("act", "online"));
     serve_own_port(s);
-    while (!s.finished) {
+    while (!s.finished) {  // a handler that throws (/crash) unwinds to here: the material's uncaughtException
         try {
             rt.loop.run();
         } catch (const std::exception& e) {
-            on_uncaught(s, e.what());
+            log_event("uncaught error=\"%s\"", e.what());
+            exit_when_drained(s, 1);
         } catch (...) {
-            on_uncaught(s, "unknown exception");
+            log_event("uncaught error=\"unknown exception\"");
+            exit_when_drained(s, 1);
         }
     }
     log_event("drained code=%d", s.exit_code);
