@@ -108,7 +108,7 @@ bool write_all(int fd, std::string_view data) {
 
 // ------------------------------------------------------------------ ChildProcess
 
-ChildProcess::ChildProcess(EventLoop& loop, Spawned& s) : loop_(loop), pid_(s.pid) {
+ChildProcess::ChildProcess(EventLoop& loop, Spawned& s) : loop_(loop), pid_(s.pid), group_(s.own_group) {
     s.stdin_w.reset();  // cp.stdin.end(): we have nothing to send, and a reader must not wait
     watch("stdout", std::move(s.stdout_r));
     watch("stderr", std::move(s.stderr_r));
@@ -117,7 +117,7 @@ ChildProcess::ChildProcess(EventLoop& loop, Spawned& s) : loop_(loop), pid_(s.pi
 ChildProcess::~ChildProcess() { drop_streams(); }
 
 void ChildProcess::kill(int sig) {
-    if (running() && ::kill(pid_, sig) < 0) log_errno("kill");
+    if (running() && ::kill(group_ ? -pid_ : pid_, sig) < 0) log_errno("kill");
 }
 
 void ChildProcess::destroy_streams() {
@@ -255,7 +255,9 @@ constexpr long kKillGraceMs = 1000;
 
 void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts, std::function<void(ExecResult&)> callback) {
     auto result = std::make_shared<ExecResult>();
-    if (!fg.start(req)) {
+    SpawnRequest grouped = req;
+    grouped.own_group = opts.kill_group;
+    if (!fg.start(grouped)) {
         result->error = "spawn";
         result->exit_code = fg.exit_code;
         return callback(*result);
@@ -371,6 +373,7 @@ ChildCommand parse_child_command(int argc, char** argv) {
         cli.text("kill-signal", &kill_signal, "SIG", "the signal for --timeout and --max-buffer");
         cli.flag("sync", &o.sync, "execSync: wait on a private loop; the main loop (and --tick) stalls meanwhile");
         cli.integer("tick", &o.tick_ms, 0, 60000, "log a tick every N ms on the main loop; the child starts at the first; 0: none");
+        cli.flag("kill-group", &o.kill_group, "the child in a process group of its own; --timeout and --max-buffer signal the group");
         cli.operands(shell ? "'COMMAND LINE'" : "FILE [ARGS...]", 1);
         cli.parse(sub_argc, sub_argv);
         o.kill_signal = signal_number(kill_signal);

@@ -41,6 +41,7 @@ public:
 
     pid_t pid() const { return pid_; }
     bool running() const { return !exited_; }
+    // Signals the child, or its whole process group when it leads one (SpawnRequest::own_group).
     void kill(int sig);
 
     // Node's stream.destroy() on stdout and stderr: stop reading, close our ends. They count as
@@ -66,6 +67,7 @@ private:
 
     EventLoop& loop_;
     pid_t pid_;
+    bool group_;
     std::vector<std::unique_ptr<Stream>> streams_;
     int open_ = 0;  // streams (and channel) not yet at end of file
     bool exited_ = false, closed_ = false;
@@ -103,6 +105,7 @@ struct ExecOptions {
     int kill_signal = SIGTERM;
     bool sync = false;          // execSync: the child watched on a private loop
     long tick_ms = 0;           // 0: no ticker
+    bool kill_group = false;    // the child in a process group of its own, signalled as a group
 };
 struct DaemonOptions {
     std::string out, pidfile;  // absolute (daemon) or as given (append)

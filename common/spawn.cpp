@@ -62,8 +62,8 @@ struct SpawnFailure {
     int32_t call;
     int32_t err;
 };
-enum ChildCall : int32_t { kExecve, kSetsid, kChdir, kDup2, kOpenDevNull, kFcntl, kCallCount };
-constexpr const char* kChildCallNames[kCallCount] = {"execve", "setsid", "chdir", "dup2", "open", "fcntl"};
+enum ChildCall : int32_t { kExecve, kSetsid, kSetpgid, kChdir, kDup2, kOpenDevNull, kFcntl, kCallCount };
+constexpr const char* kChildCallNames[kCallCount] = {"execve", "setsid", "setpgid", "chdir", "dup2", "open", "fcntl"};
 
 // Between fork and exec: only system calls, then _exit (no atexit handlers, no second flush of
 // stdio buffers that belong to the parent).
@@ -121,6 +121,8 @@ Spawned spawn_process(const SpawnRequest& req) {
         int report_fd = report_w.get();
         reset_signals_for_exec();
         if (req.detached && setsid() < 0) report_and_exit(report_fd, kSetsid);
+        // Before exec, and the parent waits for exec: kill(-pid) works the moment we return.
+        if (req.own_group && !req.detached && setpgid(0, 0) < 0) report_and_exit(report_fd, kSetpgid);
         if (cwd && chdir(cwd) < 0) report_and_exit(report_fd, kChdir);
         if (req.stdio == Stdio::pipe) {
             if (!place(in[0].get(), 0) || !place(out[1].get(), 1) || !place(err[1].get(), 2))
@@ -157,6 +159,7 @@ Spawned spawn_process(const SpawnRequest& req) {
         s.failed_call = f.call >= 0 && f.call < kCallCount ? kChildCallNames[f.call] : "?";
         return s;
     }
+    s.own_group = req.own_group || req.detached;
     s.stdin_w = std::move(in[1]);
     s.stdout_r = std::move(out[0]);
     s.stderr_r = std::move(err[0]);

@@ -30,12 +30,14 @@ struct SpawnRequest {
     bool detached = false;          // setsid(): a session and process group of its own, no terminal
     std::string cwd{};              // chdir() before exec; "" to stay
     std::vector<std::string> env{}; // "KEY=VALUE", added to this process's environment (replacing KEY)
+    bool own_group = false;         // setpgid(0, 0): a process group of its own, to be signalled as one
 };
 
 struct Spawned {
     pid_t pid = -1;                     // also set when the child ran but could not exec (reaped already)
     int error = 0;                      // errno when the program could not be started, else 0
     const char* failed_call = nullptr;  // which call failed: pipe2, fork, or in the child execve, chdir…
+    bool own_group = false;             // it leads a process group of its own (pgid == pid)
     Fd stdin_w, stdout_r, stderr_r;     // the parent's ends of the pipes (Stdio::pipe only)
 };
 

@@ -408,6 +408,18 @@ def test_a_child_that_ignores_the_kill_signal_is_killed_after_the_grace_period(l
     assert run.events("callback")[0]["error"] == "maxbuffer"
 
 
+@pytest.mark.points(2)
+@pytest.mark.timeout(30)
+def test_kill_group_takes_the_shells_children_too(lab11):
+    # Without it, the timeout kills /bin/sh and its `sleep 30` runs on under init (Node too).
+    run = lab11("exec", "--timeout", "300", "--kill-group", "sleep 30; echo x")
+    code, out = run.finish()
+    assert code == 128 + signal.SIGTERM and out == ""
+    child = int(run.events("spawn")[0]["child"])
+    assert run.events("error")[0]["reason"] == "timeout"
+    wait_until(lambda: not group_members(child), 5, what="the shell's sleep to die with its group")
+
+
 # ---- a program that cannot be started -------------------------------------------------------
 
 @pytest.mark.exercise
