@@ -151,6 +151,46 @@ Worker* Cluster::find_pid(pid_t pid) {
     return nullptr;
 }
 
+pid_t Cluster::pid_of(int id) {
+    Worker* w = find(id);
+    return w ? w->pid : -1;
+}
+
+Worker* Cluster::serving_in(int slot) {
+    for (auto& [id, w] : workers_)
+        if (w.slot == slot && w.serving()) return &w;
+    return nullptr;
+}
+
+std::vector<int> Cluster::ids_by_slot(int slots) {
+    std::vector<int> ids;
+    for (int slot = 0; slot < slots; ++slot) {
+        Worker* w = serving_in(slot);
+        ids.push_back(w ? w->id : 0);
+    }
+    return ids;
+}
+
+size_t Cluster::count(WorkerState state) const {
+    size_t n = 0;
+    for (auto& [id, w] : workers_) n += w.state == state ? 1 : 0;
+    return n;
+}
+
+bool Cluster::disconnect_worker(Worker& w) {
+    if (!w.serving()) return false;
+    w.state = WorkerState::disconnecting;
+    send(w, msg("cmd", "disconnect"));
+    return true;
+}
+
+bool Cluster::kill_worker(Worker& w, int sig) {
+    if (!w.serving()) return false;
+    w.state = WorkerState::disconnecting;
+    ::kill(w.pid, sig);  // reaped and logged as any exit
+    return true;
+}
+
 size_t Cluster::listening_count() const {
     size_t n = 0;
     for (auto& [id, w] : workers_) n += w.listening() ? 1 : 0;

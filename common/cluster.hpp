@@ -94,6 +94,18 @@ public:
     std::vector<Worker*> workers();
     Worker* find(int id);         // nullptr: no such worker (or gone: see on_exit)
     Worker* find_pid(pid_t pid);  // a live one; a linear search: the table holds a handful
+    pid_t pid_of(int id);         // find(id)'s pid, -1 if none: for log lines that name pids
+    // The worker that owns `slot`: the first in it that is neither disconnecting nor exited (a
+    // suicided or retired one still drains there while its replacement owns the slot).
+    Worker* serving_in(int slot);
+    // serving_in(s)'s id for each slot 0..slots-1 (0: nobody serves it).
+    std::vector<int> ids_by_slot(int slots);
+    size_t count(WorkerState state) const;
+    // Node's worker.disconnect(): the worker goes to `disconnecting` (its exit is expected, not a
+    // crash) and is sent {"cmd":"disconnect"}, to drain and exit. False if it was going already.
+    bool disconnect_worker(Worker& w);
+    // Node's worker.kill(signal): the same, by a signal instead of a message.
+    bool kill_worker(Worker& w, int sig);
     size_t size() const { return workers_.size(); }
     size_t listening_count() const;
 

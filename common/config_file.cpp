@@ -1,5 +1,6 @@
 #include "config_file.hpp"
 #include "fd.hpp"
+#include "log.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -102,4 +103,42 @@ bool config_number(const std::string& value, long min, long max, long* out) {
     if (*end != '\0' || errno == ERANGE || v < min || v > max) return false;
     *out = v;
     return true;
+}
+
+bool check_config(const ConfigFile& config, const std::vector<ConfigKey>& known, ConfigError* error) {
+    for (const ConfigEntry& e : config.entries) {
+        const ConfigKey* key = nullptr;
+        for (const ConfigKey& k : known)
+            if (k.name == e.key) key = &k;
+        long n;
+        if (key && (!key->number || config_number(e.value, key->min, key->max, &n))) continue;
+        if (key) return fail(error, e.key + " wants " + std::string(key->wants), e.line);
+        std::string names;
+        for (const ConfigKey& k : known) names += (names.empty() ? "" : ", ") + std::string(k.name);
+        return fail(error, "unknown key '" + e.key + "' (known: " + names + ")", e.line);
+    }
+    return true;
+}
+
+bool read_config(const std::string& path, const std::vector<ConfigKey>& known, ConfigFile* out, ConfigError* error) {
+    if (path.empty()) return true;
+    return load_config(path, out, error) && check_config(*out, known, error);
+}
+
+bool read_config_at_start(const std::string& path, const std::vector<ConfigKey>& known, ConfigFile* out) {
+    ConfigError error;
+    if (!read_config(path, known, out, &error)) {
+        log_event("config error file=%s line=%d reason=\"%s\"", path.c_str(), error.line, error.reason.c_str());
+        return false;
+    }
+    log_event("config loaded file=%s version=%s", path.empty() ? "none" : path.c_str(), out->get("version", "none").c_str());
+    return true;
+}
+
+ConfigFile read_config_or_die(const std::string& path, const std::vector<ConfigKey>& known) {
+    ConfigFile config;
+    ConfigError error;
+    if (!read_config(path, known, &config, &error))
+        die("config %s line %d: %s", path.c_str(), error.line, error.reason.c_str());
+    return config;
 }

@@ -1,4 +1,6 @@
-// config_file.hpp — the `key=value` configuration file of lab14 (and any lab that reloads one).
+// config_file.hpp — the `key=value` configuration file of lab14 (and any lab that reloads one):
+// parsing, loading, checking against the keys a lab lists, and the reads a worker and a master do
+// as they start.
 //
 // The format, deliberately small so a bad file can be named to the line:
 //   - one `key=value` per line; the value is everything after the first '=' (it may hold '=');
@@ -9,7 +11,8 @@
 // Anything else is an error that names its line (1-based), as `nginx -t` does: the caller
 // refuses the whole file, so a half-read configuration never serves.
 //
-// What the keys MEAN is the lab's business: it checks them (check_config in lab14) after parsing.
+// Which keys a file may hold, and which are numbers within bounds, is the lab's to say (a
+// ConfigKey list, checked by check_config / read_config); what the keys MEAN is the lab's too.
 #pragma once
 
 #include <cstddef>
@@ -49,3 +52,25 @@ bool load_config(const std::string& path, ConfigFile* out, ConfigError* error);
 
 // A whole number within [min, max] in `value`, or false (for the lab's own checks).
 bool config_number(const std::string& value, long min, long max, long* out);
+
+// A key a lab's configuration may hold: any value, or (number) a whole number within
+// [min, max], which `wants` says in words for the error ("0 or 1").
+struct ConfigKey {
+    std::string_view name;
+    bool number = false;
+    long min = 0;
+    long max = 0;
+    std::string_view wants = "";
+};
+// Every key among `known` and every number in bounds, or false with the first offending line:
+// "unknown key 'colour' (known: greeting, version)", "fail_at_start wants 0 or 1".
+bool check_config(const ConfigFile& config, const std::vector<ConfigKey>& known, ConfigError* error);
+// load_config + check_config. An empty `path` (no --config) is an empty configuration, always good.
+bool read_config(const std::string& path, const std::vector<ConfigKey>& known, ConfigFile* out, ConfigError* error);
+// A worker's read as it starts (lab14): read_config, logged — `config error file=F line=N
+// reason="…"` if it fails (the worker should exit 1), else `config loaded file=F version=V`
+// (F is `none` without a path, V the `version` key or `none`).
+bool read_config_at_start(const std::string& path, const std::vector<ConfigKey>& known, ConfigFile* out);
+// A master's read as it starts: a bad file is a set-up failure, as in nginx — die() naming the
+// file, the line and the reason.
+ConfigFile read_config_or_die(const std::string& path, const std::vector<ConfigKey>& known);

@@ -1,4 +1,5 @@
-// master_worker.hpp — what every master and every worker of labs 05–10 do that is no stage's idea.
+// master_worker.hpp — what every master and every worker of the cluster labs (05–10, 12–15) do
+// that is no stage's idea.
 //
 // A lab's main() is Node's `if (cluster.isMaster) … else …`: run_master() or run_worker(). The
 // pieces here are the same in every such lab, so they live once, here:

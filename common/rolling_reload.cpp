@@ -96,6 +96,9 @@ ReloadAction RollingReload::next(long long now_ms) {
         // The old worker keeps accepting until its newcomer says `listening`: retiring it now
         // would leave its slot empty while the newcomer starts, and for good if it never listens.
         a.kind = ReloadAction::Kind::wait;
+        a.slot = static_cast<int>(next_slot_);
+        a.old_id = old_died_ ? 0 : old_id_;
+        a.new_id = new_id_;
         a.ms = step_started_ms_ + listen_timeout_ms_ - now_ms;
         return a;
     case Phase::listened:

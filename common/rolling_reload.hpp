@@ -18,7 +18,8 @@
 //     retire   the newcomer (new_id) listens: tell old_id to go (0: it died meanwhile); ms = how
 //              long the newcomer took. Never earlier: N workers accept at every moment.
 //     wait     nothing to do until an event (listening, gone) or until `ms` pass (the listen
-//              timeout, PM2's listen_timeout): call next() again then
+//              timeout, PM2's listen_timeout; -1: only an event): call next() again then. While
+//              a newcomer starts it names the step: slot, old_id, new_id
 //     abort    stop here, with `reason` (new-worker-exited, listen-timeout, fork-failed). Slots
 //              already replaced keep their new workers, the others their old ones. Kill new_id
 //              if it is still alive; restart_slot: the slot's old worker died during the step,
@@ -42,8 +43,8 @@ struct ReloadAction {
     Kind kind = Kind::idle;
     int slot = -1;
     long generation = 0;
-    int old_id = 0;       // start, retire: the slot's old worker (0: none); skip: the slot's worker
-    int new_id = 0;       // retire, abort: the newcomer (0: none was started)
+    int old_id = 0;       // start, wait, retire: the slot's old worker (0: none); skip: the slot's worker
+    int new_id = 0;       // wait, retire, abort: the newcomer (0: none was started)
     long long ms = 0;     // wait: until next() must be asked again; retire: the newcomer's start; finished: the reload
     std::string reason;   // abort
     bool restart_slot = false;  // abort: the slot's old worker died during the step
@@ -77,6 +78,7 @@ public:
 
     bool running() const { return running_; }
     long generation() const { return generation_; }
+    int newcomer() const { return new_id_; }  // the step's newcomer (0: none now)
 
 private:
     enum class Phase { pick, starting, waiting, listened };

@@ -7,6 +7,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -104,4 +105,30 @@ TEST_CASE("config_number: whole numbers within bounds only") {
     CHECK(!config_number("1x", 0, 1, &n));
     CHECK(!config_number("-1", 0, 1, &n));
 }
+
+TEST_CASE("check_config: unknown keys and numbers out of bounds name their line and what is known") {
+    std::vector<ConfigKey> known = {{.name = "version"},
+                                    {.name = "fail_at_start", .number = true, .min = 0, .max = 1, .wants = "0 or 1"}};
+    ConfigFile c;
+    ConfigError e;
+    CHECK(parse_config("version=anything\nfail_at_start=1\n", &c, &e) && check_config(c, known, &e));
+    CHECK(parse_config("version=2\n\ncolour=red\n", &c, &e));
+    CHECK(!check_config(c, known, &e));
+    CHECK_EQ(e.line, 3);
+    CHECK_EQ(e.reason, std::string("unknown key 'colour' (known: version, fail_at_start)"));
+    CHECK(parse_config("fail_at_start=2\n", &c, &e));
+    CHECK(!check_config(c, known, &e));
+    CHECK_EQ(e.line, 1);
+    CHECK_EQ(e.reason, std::string("fail_at_start wants 0 or 1"));
+}
+
+TEST_CASE("read_config: no path is an empty configuration; a missing file is refused") {
+    ConfigFile c;
+    ConfigError e;
+    CHECK(read_config("", {}, &c, &e));
+    CHECK(c.entries.empty());
+    CHECK(!read_config("/nonexistent/clusterlab.conf", {}, &c, &e));
+    CHECK_EQ(e.line, 0);
+}
+
 TEST_MAIN("config_file")

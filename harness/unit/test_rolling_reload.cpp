@@ -85,7 +85,10 @@ TEST_CASE("wait says how long is left of the listen timeout") {
     RollingReload r = begun();
     r.next(1000);
     r.started(10);
-    CHECK_EQ(r.next(1000).ms, kListenTimeout);
+    ReloadAction wait = r.next(1000);
+    CHECK_EQ(wait.ms, kListenTimeout);
+    CHECK_EQ(wait.old_id, 1);  // the step it waits for
+    CHECK_EQ(wait.new_id, 10);
     CHECK_EQ(r.next(2500).ms, 1500LL);
 }
 
