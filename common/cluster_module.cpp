@@ -16,17 +16,11 @@
 
 namespace cluster {
 
-const char* policy_name(Policy p) { return p == Policy::rr ? "rr" : "none"; }
-
-std::optional<Policy> parse_policy(std::string_view text) {
-    if (text == "rr") return Policy::rr;
-    if (text == "none") return Policy::none;
-    return std::nullopt;
-}
-
 namespace {
 // Read before main(): MasterLink takes the variable away when a worker starts.
 const bool started_as_worker = is_worker_process();
+
+const char* policy_name(Policy p) { return p == Policy::rr ? "rr" : "none"; }
 }  // namespace
 
 bool is_worker() { return started_as_worker; }
@@ -211,8 +205,9 @@ void Worker::kill(int sig) {
 
 void setup_primary(Settings s) {
     Primary& p = primary();
-    if (const char* env = std::getenv(kPolicyEnv)) {
-        if (auto policy = parse_policy(env)) s.policy = *policy;
+    if (const char* env = std::getenv(kPolicyEnv)) {  // the environment wins, as in Node
+        std::string_view asked = env;
+        if (asked == "rr" || asked == "none") s.policy = asked == "rr" ? Policy::rr : Policy::none;
         else log_event("error %s=%s is neither rr nor none: using %s", kPolicyEnv, env, policy_name(s.policy));
     }
     std::vector<std::string> own = own_command_line();

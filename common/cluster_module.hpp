@@ -11,7 +11,7 @@
 //   cluster.fork()                       fork()                                Cluster::fork_worker → spawn
 //   cluster.workers                      workers()                             Cluster's table (cluster.hpp)
 //   cluster.on('listening' | 'exit')     on_listening(fn), on_exit(fn)
-//   worker.id, worker.process.pid        Worker::id(), pid()                   the Worker record
+//   worker.process.pid                   Worker::pid()                         the Worker record
 //   worker.disconnect()                  Worker::disconnect()                  WorkerState::disconnecting
 //   worker.exitedAfterDisconnect         Worker::exited_after_disconnect()
 //   worker.kill(signal)                  Worker::kill(sig)
@@ -55,9 +55,6 @@
 namespace cluster {
 
 enum class Policy { rr, none };  // cluster.SCHED_RR, cluster.SCHED_NONE
-const char* policy_name(Policy p);
-// "rr" or "none"; nullopt for anything else.
-std::optional<Policy> parse_policy(std::string_view text);
 
 // The scheduling policy's environment variable (Node: NODE_CLUSTER_SCHED_POLICY).
 constexpr const char* kPolicyEnv = "CLUSTERLAB_SCHED_POLICY";
@@ -82,7 +79,6 @@ bool is_worker();
 class Worker {
 public:
     explicit Worker(::Worker& record) : record_(&record) {}
-    int id() const { return record_->id; }
     pid_t pid() const { return record_->pid; }
     // Graceful: the primary deals it nothing more; it answers what it has with Connection:
     // close and exits 0. Not a crash: its exit event has exited_after_disconnect() true.
