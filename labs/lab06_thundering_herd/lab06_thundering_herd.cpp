@@ -13,17 +13,15 @@
 #include "master_worker.hpp"
 #include "net.hpp"
 #include "process.hpp"
+#include "wakeup_counters.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
 #include <new>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 
@@ -40,32 +38,14 @@ struct Options {
 
 constexpr int kMaxWorkers = 256;  // --workers allows no more
 
-// One worker's counters: only that worker writes them, the master reads them for its table.
-struct Counters {
-    std::atomic<std::uint64_t> wakeups{0};   // the listener woke it: accept returned, or epoll reported the listener
-    std::atomic<std::uint64_t> accepted{0};  // connections it got
-    std::atomic<std::uint64_t> wasted{0};    // woken for nothing: accept found the queue empty (EAGAIN)
-    std::atomic<std::uint64_t> lock_polls{0};  // mutex mode: tries at the accept lock that found it taken
-    std::atomic<std::int32_t> pid{0};        // set by the master at fork
-    std::atomic<std::int32_t> tid{0};        // the thread that waits for connections (the master reads its /proc entry)
-};
-
-// The memory every process of the lab maps. Atomics work across processes only if they are
-// lock-free (a lock would live in one process's memory): on x86-64 and arm64 they are.
+// The memory every process of the lab maps (a memfd: common/wakeup_counters.hpp says why): the
+// accept lock of mutex mode and each worker's counters.
 struct Shared {
     std::atomic<std::int32_t> accept_lock{0};  // mutex mode: the holder's pid, 0 when free
-    Counters workers[kMaxWorkers];
+    WakeupCounters workers[kMaxWorkers];
 };
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::int32_t>::is_always_lock_free);
 
-// fork+exec would lose a MAP_SHARED|MAP_ANONYMOUS mapping made before fork (exec replaces the
-// whole address space), so the memory is an anonymous FILE instead (memfd): a file has an fd,
-// and an fd can travel over the channel like the listening socket does. Each process maps it.
-Shared* map_shared(int memfd) {
-    void* p = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (p == MAP_FAILED) die_errno("mmap(memfd)");
-    return static_cast<Shared*>(p);
-}
+Shared* map_shared(int memfd) { return static_cast<Shared*>(map_shared_memory(memfd, sizeof(Shared))); }
 
 // ------------------------------------------------------------------------------------- worker
 
@@ -75,7 +55,7 @@ struct Herd {
     long mutex_delay_ms = 500;
     Fd listener;                 // the shared socket, or (reuseport) one of its own
     Shared* shared = nullptr;
-    Counters* mine = nullptr;
+    WakeupCounters* mine = nullptr;
     Fd from_acceptor;            // accept mode: connections the acceptor thread took
 };
 
@@ -85,10 +65,7 @@ struct Herd {
 void release_accept_lock(Herd& h, WorkerRuntime& rt);
 
 void on_wakeup(Herd& h, WorkerRuntime& rt) {
-    h.mine->wakeups.fetch_add(1, std::memory_order_relaxed);
-    int n = rt.http.accept_all(h.listener.get());
-    if (n == 0) h.mine->wasted.fetch_add(1, std::memory_order_relaxed);
-    else h.mine->accepted.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    h.mine->woken(static_cast<std::uint64_t>(rt.http.accept_all(h.listener.get())));
     if (h.mode == "mutex") release_accept_lock(h, rt);
 }
 
@@ -128,16 +105,12 @@ void release_accept_lock(Herd& h, WorkerRuntime& rt) {
 // accept mode: a thread that does nothing but block in accept(2), like each process of a
 // prefork server (Apache prefork, lab02). The loop cannot block in accept itself, it has
 // connections to serve, so the thread passes what it gets through a pipe, one int per fd.
-void acceptor_thread(int listen_fd, int to_loop, Counters* mine) {
+void acceptor_thread(int listen_fd, int to_loop, WakeupCounters* mine) {
     mine->tid.store(gettid());  // this thread, not the loop's, is the one that sleeps in accept
     for (;;) {
         Accepted a = accept_client(listen_fd, /*nonblocking=*/true);  // the LISTENER blocks: the new socket must not
-        mine->wakeups.fetch_add(1, std::memory_order_relaxed);
-        if (a.status != AcceptStatus::client) {
-            mine->wasted.fetch_add(1, std::memory_order_relaxed);
-            continue;
-        }
-        mine->accepted.fetch_add(1, std::memory_order_relaxed);
+        mine->woken(a.status == AcceptStatus::client ? 1 : 0);
+        if (a.status != AcceptStatus::client) continue;
         int fd = a.fd.release();  // ownership goes through the pipe to the loop
         if (write(to_loop, &fd, sizeof fd) != static_cast<ssize_t>(sizeof fd)) close(fd);
     }
@@ -207,50 +180,9 @@ int run_worker(const Options& opts) {
 
 // ------------------------------------------------------------------------------------- master
 
-// What the kernel counts for a thread: every time it blocked and was woken again. It sees the
-// wakeups user space cannot: epoll_wait checks the listener again before returning, so a worker
-// woken for a connection another one already took goes back to sleep without ever returning.
-// -1 once the thread is gone.
-long long voluntary_switches(pid_t pid, pid_t tid) {
-    FILE* f = std::fopen(format("/proc/%d/task/%d/status", pid, tid).c_str(), "r");
-    if (!f) return -1;
-    long long n = -1;
-    char line[256];
-    while (std::fgets(line, sizeof line, f))
-        if (std::sscanf(line, "voluntary_ctxt_switches: %lld", &n) == 1) break;
-    std::fclose(f);
-    return n;
-}
-
-// The per-worker table, on stdout so it can be piped and read by tests. Rows:
-//   wakeups   the listener woke the worker: accept returned, or epoll_wait reported the listener
-//   accepted  connections it got
-//   wasted    wakeups that found nothing to accept (EAGAIN): another worker was faster
-//   sleeps    times its waiting thread blocked and was woken again, as the kernel counts them
-//             (/proc/PID/task/TID/status: voluntary_ctxt_switches), serving included; -1 if gone
+// The per-worker table (common/wakeup_counters.cpp), on stdout so it can be piped and read by tests.
 void print_table(const Shared& s, size_t slots, const Options& opts, const char* when) {
-    std::string out = format("lab06 table mode=%s when=%s\n", opts.mode.c_str(), when);
-    out += format("%6s %8s %10s %10s %10s %10s\n", "worker", "pid", "wakeups", "accepted", "wasted", "sleeps");
-    std::uint64_t wakeups = 0, accepted = 0, wasted = 0, polls = 0, most = 0, least = UINT64_MAX;
-    long long sleeps = 0;
-    for (size_t i = 0; i < slots; ++i) {
-        const Counters& c = s.workers[i];
-        std::uint64_t w = c.wakeups.load(), a = c.accepted.load(), x = c.wasted.load();
-        long long z = voluntary_switches(c.pid.load(), c.tid.load());
-        out += format("%6zu %8d %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10lld\n", i, c.pid.load(), w, a, x, z);
-        wakeups += w, accepted += a, wasted += x, polls += c.lock_polls.load(), sleeps += std::max(z, 0LL);
-        most = std::max(most, a), least = std::min(least, a);
-    }
-    out += format("%6s %8s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10lld\n", "total", "", wakeups, accepted, wasted, sleeps);
-    auto per = [accepted](double x) { return accepted ? format("%.2f", x / static_cast<double>(accepted)) : std::string("nan"); };
-    std::string ratio = least ? format("%.2f", static_cast<double>(most) / static_cast<double>(least)) : "inf";
-    out += format("summary mode=%s workers=%zu connections=%" PRIu64 " wakeups=%" PRIu64 " wasted=%" PRIu64
-                  " sleeps=%lld wakeups_per_connection=%s sleeps_per_connection=%s accepted_max_min=%s",
-                  opts.mode.c_str(), slots, accepted, wakeups, wasted, sleeps, per(static_cast<double>(wakeups)).c_str(),
-                  per(static_cast<double>(sleeps)).c_str(), ratio.c_str());
-    if (opts.mode == "mutex") out += format(" lock_polls=%" PRIu64, polls);
-    out += "\n";
-    std::fputs(out.c_str(), stdout);
+    std::fputs(wakeup_table(s.workers, slots, opts.mode, when).c_str(), stdout);
     std::fflush(stdout);
 }
 
@@ -272,9 +204,7 @@ int run_master(const Options& opts, char** argv) {
     int port = local_port(listener.get());
 
     // The shared page, created before any worker exists.
-    Fd memfd(memfd_create("lab06-counters", MFD_CLOEXEC));
-    if (!memfd) die_errno("memfd_create");
-    if (ftruncate(memfd.get(), sizeof(Shared)) < 0) die_errno("ftruncate(memfd)");
+    Fd memfd = create_shared_memory("lab06-counters", sizeof(Shared));
     Shared* shared = new (map_shared(memfd.get())) Shared();
 
     size_t wanted = static_cast<size_t>(opts.server.workers);
