@@ -9,13 +9,14 @@ without ever returning. On this kernel the epoll herd shows up there."""
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import orphan_exit_status, REPO, get, run_load
+from conftest import orphan_exit_status, REPO, get, run_load, stopped
 from procfs import listening_inodes
 import contract
 import workers
@@ -70,18 +71,55 @@ def one_at_a_time(lab, n=CONNECTIONS):
 
 
 def measure(lab, n=CONNECTIONS):
+    """({slot: counts during n sequential connections}, summary, seconds they took)."""
     before, _ = table(lab)
+    started = time.monotonic()
     one_at_a_time(lab, n)
+    elapsed = time.monotonic() - started
     after, summary = table(lab)
     d = delta(before, after)
     assert sum(w["accepted"] for w in d.values()) == n, d
-    return d, summary
+    return d, summary, elapsed
 
 
 def woken_for_nothing(w, slack):
     """More sleeps than its own connections explain: a worker sleeps at most twice per connection
     it serves (waiting for the connection, then for its request), plus `slack` for timers."""
     return w["sleeps"] > 2 * w["accepted"] + slack
+
+
+def unexplained(d):
+    """Sleeps of all workers beyond what their own connections explain: the herd's cost."""
+    return sum(max(0, w["sleeps"] - 2 * w["accepted"]) for w in d.values())
+
+
+def timer_slack(elapsed, per_second=2):
+    """Wakeups a worker's own timers may add over `elapsed` seconds (mutex mode: a lock try
+    every 500 ms): a busy machine stretches the measurement, and the timers' share with it."""
+    return 10 + 2 * per_second * elapsed
+
+
+def herd_against_one(start_lab):
+    """The herd (epoll) and its baseline measured in the same run, one after the other, on the
+    same machine under the same load: EPOLLEXCLUSIVE, where one worker is woken per connection.
+    Returns (epoll's counts, exclusive's counts). How many sleeps a connection costs depends on
+    the load (a worker the scheduler has not run yet absorbs two wakeups in one), so the claim is
+    a ratio between the two, never a fixed figure."""
+    one = herd(start_lab, "exclusive")
+    base, _, _ = measure(one)
+    one.stop()
+    d, _, _ = measure(herd(start_lab, "epoll"))
+    return d, base
+
+
+def lock_holder(lab):
+    """Who holds mutex mode's accept lock: the first word of the shared page (Shared::accept_lock),
+    read through the master's descriptor of the memfd. 0 when nobody does."""
+    for fd in os.listdir(f"/proc/{lab.pid}/fd"):
+        if "memfd:lab06-counters" in os.readlink(f"/proc/{lab.pid}/fd/{fd}"):
+            with open(f"/proc/{lab.pid}/fd/{fd}", "rb") as f:
+                return struct.unpack("i", f.read(4))[0]
+    pytest.fail("the master holds no memfd:lab06-counters")
 
 
 def show(d):
@@ -97,46 +135,46 @@ def maps_memfd(pid):
 @pytest.mark.points(5)
 @pytest.mark.timeout(60)
 def test_epoll_mode_every_worker_is_woken_for_every_connection(start_lab):
-    lab = herd(start_lab, "epoll")
-    d, _ = measure(lab)
+    d, base = herd_against_one(start_lab)
     # 惊群: every worker is woken by each connection, including the ones another worker took.
     # The kernel counts it; user space mostly does not see it (epoll checks again before
     # returning). Sleeps beyond what a worker's own connections explain are the herd's cost:
-    # about (workers - 1) per connection when idle. (A worker that the scheduler had not run
-    # yet when the next connection came absorbs both wakeups in one: hence the margin.)
-    unexplained = sum(max(0, w["sleeps"] - 2 * w["accepted"]) for w in d.values())
-    assert unexplained >= 0.75 * CONNECTIONS, f"{unexplained} wakeups for nothing\n{show(d)}"
-    assert sum(1 for w in d.values() if woken_for_nothing(w, 10)) >= 2, show(d)
-    total = sum(w["sleeps"] for w in d.values())
-    assert total >= 2.5 * CONNECTIONS, f"{total / CONNECTIONS:.2f} sleeps per connection\n{show(d)}"
+    # about (workers - 1) per connection when idle, fewer on a busy machine (a worker the
+    # scheduler had not run yet when the next connection came absorbs both wakeups in one).
+    # Measured here: 130-301 per 200 connections with 7-11 other runnable processes on 2 cores,
+    # against 6-18 for EPOLLEXCLUSIVE in the same runs.
+    herd_cost, one_cost = unexplained(d), unexplained(base)
+    report = f"epoll {herd_cost} sleeps for nothing, exclusive {one_cost}\nepoll:\n{show(d)}\nexclusive:\n{show(base)}"
+    assert herd_cost >= max(4 * one_cost, 0.25 * CONNECTIONS), report
+    assert sum(1 for w in d.values() if woken_for_nothing(w, 10)) >= 2, report
 
 
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
-def test_accept_mode_wakes_one_worker_per_connection_in_turn(start_lab):
+def test_accept_mode_wakes_exactly_one_worker_per_connection(start_lab):
     lab = herd(start_lab, "accept")
-    d, _ = measure(lab)
-    # Blocking accept: the kernel queues sleepers on the listener and wakes exactly one.
+    d, _, _ = measure(lab)
+    # Blocking accept: the kernel queues sleepers on the listener and wakes exactly one. (Which
+    # one is the kernel's choice, the one asleep longest when all are idle; on a busy machine a
+    # thread not yet back in accept is not in the queue: the split is not checked.)
     for slot, w in d.items():
         assert w["wakeups"] == w["accepted"] and w["wasted"] == 0, show(d)
         # Its acceptor thread sleeps in accept only: once per connection it gets.
         assert w["sleeps"] <= w["accepted"] + 5, f"worker {slot} was woken for nothing\n{show(d)}"
-        # ...the one asleep longest: a queue, so each gets its turn.
-        assert w["accepted"] >= CONNECTIONS / 4 / 3, show(d)
 
 
 @pytest.mark.points(4)
 @pytest.mark.timeout(60)
-def test_exclusive_mode_wakes_one_but_favours_one_worker_at_low_load(start_lab):
-    lab = herd(start_lab, "exclusive")
-    d, _ = measure(lab)
+def test_exclusive_mode_wakes_one_worker_per_connection(start_lab):
+    herd_counts, d = herd_against_one(start_lab)
     assert sum(w["wasted"] for w in d.values()) <= 0.05 * CONNECTIONS, show(d)
-    for slot, w in d.items():
-        assert not woken_for_nothing(w, 10), f"worker {slot} was woken for nothing\n{show(d)}"
-    # EPOLLEXCLUSIVE wakes the first idle waiter in the listener's queue: while it keeps up,
-    # it gets nearly everything.
-    busiest = max(w["accepted"] for w in d.values())
-    assert busiest >= 0.6 * CONNECTIONS, show(d)
+    # EPOLLEXCLUSIVE wakes one waiter (the kernel may wake "one or more"): a small fraction of
+    # the herd's sleeps for nothing, measured in the same run. Which worker it wakes is the
+    # kernel's choice (the first idle one in the listener's queue: at low load nearly always the
+    # same one, see the notes): the split is not checked.
+    one_cost, herd_cost = unexplained(d), unexplained(herd_counts)
+    assert 4 * one_cost <= herd_cost, \
+        f"exclusive {one_cost} sleeps for nothing, epoll {herd_cost}\nexclusive:\n{show(d)}\nepoll:\n{show(herd_counts)}"
 
 
 @pytest.mark.exercise
@@ -144,11 +182,12 @@ def test_exclusive_mode_wakes_one_but_favours_one_worker_at_low_load(start_lab):
 @pytest.mark.timeout(60)
 def test_mutex_mode_only_the_lock_holder_is_woken(start_lab):
     lab = herd(start_lab, "mutex")
-    d, summary = measure(lab)
+    d, summary, elapsed = measure(lab)
     assert sum(w["wasted"] for w in d.values()) <= 0.05 * CONNECTIONS, show(d)
     for slot, w in d.items():
         # Besides its own connections, a worker wakes only to try the lock (every 500 ms).
-        assert not woken_for_nothing(w, 20), f"worker {slot} was woken for nothing\n{show(d)}"
+        assert not woken_for_nothing(w, timer_slack(elapsed)), \
+            f"worker {slot} was woken for nothing in {elapsed:.1f} s\n{show(d)}"
     assert "lock_polls" in summary
 
 
@@ -158,11 +197,12 @@ def test_reuseport_mode_gives_each_worker_its_own_socket_and_reaches_them_all(st
     lab = herd(start_lab, "reuseport")
     # Four listening sockets on the port, one per worker; the master only holds the port.
     assert len(listening_inodes(lab.port)) == 4
-    d, _ = measure(lab)
+    d, _, elapsed = measure(lab)
     assert sum(w["wasted"] for w in d.values()) == 0, show(d)
     for slot, w in d.items():
+        # The hash of the client's address and port picks the socket, not the scheduler.
         assert w["accepted"] >= 10, f"the hash sent worker {slot} almost nothing\n{show(d)}"
-        assert not woken_for_nothing(w, 10), show(d)
+        assert not woken_for_nothing(w, timer_slack(elapsed, per_second=1)), show(d)
 
 
 @pytest.mark.points(3)
@@ -187,11 +227,17 @@ def test_a_second_instance_on_the_same_port_fails_with_eaddrinuse(start_lab, mod
 @pytest.mark.timeout(60)
 def test_a_lock_holder_that_dies_does_not_stop_the_others(start_lab):
     lab = herd(start_lab, "mutex", workers=3)
-    holder = int(lab.get("/pid").body)
-    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")  # lands on the holder
-    assert rs == [] and closed
-    # The master frees the lock of a worker it reaps (nginx does the same).
-    lab.wait_log(r"\[master \d+\] unlock accept-lock worker=%d reason=exit" % holder)
+    assert lab.get("/pid").status == 200
+    holder = lock_holder(lab)
+    assert holder in lab.forked(), f"the accept lock is held by {holder}, not by a worker"
+    # The others stopped, nobody can take the lock from the holder: the crash lands on it
+    # whatever the scheduler does (it frees the lock after accepting and takes it again in the
+    # same turn of its loop, before it reads the request).
+    with stopped([p for p in lab.forked() if p != holder]):
+        rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rs == [] and closed
+        # The master frees the lock of a worker it reaps (nginx does the same).
+        lab.wait_log(r"\[master \d+\] unlock accept-lock worker=%d reason=exit" % holder)
     started = time.monotonic()
     r = get(lab.port, "/pid", timeout=10)
     assert r.status == 200 and int(r.body) != holder
