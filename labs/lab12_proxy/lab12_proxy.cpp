@@ -1,6 +1,6 @@
 // lab12_proxy — workers listen on ports of their own; the master accepts on the public port and relays every byte of each connection to the next worker in turn.
 // base: lab07
-// Observe: `ss -ltn` shows N+1 listeners; 1,000 /sleep clients cost the master ~2,000 fds (lab07's: ~120 at most); kill -9 workers under ab: no request fails.
+// Observe: `ss -ltn` shows N+1 listeners; 1,000 /sleep clients cost the master ~2,000 fds (lab07's: under 300, bench/bench_proxy.sh); kill -9 workers under ab: no request fails.
 // Run: make lab12 && ./lab12 --workers 2 [--relay splice], then: curl -s localhost:8000/pid; ./lab12 --print-nginx-conf puts nginx in front of the same workers.
 // Mirrors the material's 代理转发 (004: a proxy costs two fds per connection), 001's workers on random ports, and 000's nginx `upstream`.
 // stage: relaying proxy, the master connects to a worker per client and copies bytes both ways
