@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <stdexcept>
 
 bool query_param(const std::string& query, const std::string& name, std::string* value) {
@@ -51,15 +50,7 @@ bool number_param(const Request& req, const char* name, long long fallback, long
     *out = v;
     return true;
 }
-
-// The routes labs add (add_lab_route), by path.
-std::map<std::string, LabRoute>& lab_routes() {
-    static std::map<std::string, LabRoute> routes;
-    return routes;
-}
 }  // namespace
-
-void add_lab_route(const std::string& path, LabRoute handler) { lab_routes()[path] = std::move(handler); }
 
 Action route(const Request& req) {
     if (req.method != "GET" && req.method != "HEAD") {
@@ -95,7 +86,6 @@ Action route(const Request& req) {
         if (!number_param(req, "n", kDefaultBytes, kMaxBytes, &n, &a)) return a;
         return reply(200, bytes_body(n));
     }
-    if (auto it = lab_routes().find(path); it != lab_routes().end()) return it->second(req);
     return reply(404, "not found: try / /sleep?ms=N /compute?n=N /crash /pid /bytes?n=N\n");
 }
 

@@ -86,24 +86,6 @@ TEST_CASE("query_param finds names exactly") {
     CHECK(!query_param("", "ms", &v));
 }
 
-TEST_CASE("a route a lab adds: served for GET and HEAD, never over the contract's, never for POST") {
-    add_lab_route("/config", [](const Request&) {
-        Action a;
-        a.body = "version=1\n";
-        return a;
-    });
-    add_lab_route("/pid", [](const Request&) {
-        Action a;
-        a.body = "shadowed\n";
-        return a;
-    });
-    CHECK_EQ(route(make("GET", "/config")).body, std::string("version=1\n"));
-    CHECK_EQ(route(make("HEAD", "/config")).status, 200);
-    CHECK_EQ(route(make("POST", "/config")).status, 405);
-    CHECK(route(make("GET", "/pid")).body != std::string("shadowed\n"));
-    CHECK_EQ(route(make("GET", "/configs")).status, 404);
-}
-
 TEST_CASE("bytes_body: 16-byte lines that name their offset, cut at n") {
     CHECK_EQ(bytes_body(0), std::string());
     CHECK_EQ(bytes_body(16), std::string("000000000000000\n"));
