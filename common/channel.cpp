@@ -84,6 +84,12 @@ bool Channel::send(const JsonObject& msg, int fd_to_pass) {
     return flush();
 }
 
+std::size_t Channel::queued_bytes() const {
+    std::size_t n = 0;
+    for (const Outgoing& o : out_) n += o.bytes.size() - o.sent;
+    return n;
+}
+
 // One sendmsg() of what is left of `o`, with `fd` attached when >= 0. Returns the bytes sent, 0
 // when the socket is full (EAGAIN), or -1 when the channel broke (logged unless the peer is gone).
 ssize_t Channel::send_some(Outgoing& o, int fd) {

@@ -84,6 +84,9 @@ public:
     // True while the output buffer holds bytes: an event loop then waits for EPOLLOUT on fd()
     // and calls flush().
     bool wants_write() const { return !out_.empty(); }
+    // The bytes of the output buffer not yet written: how far the peer is behind (lab13's relay
+    // refuses more for a worker that is far behind, rather than buffer without bound).
+    std::size_t queued_bytes() const;
 
     // Writes as much of the output buffer as the socket takes now. Same return value as send().
     bool flush();

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void add_store_options(Cli& cli, StoreOptions& opts) {
@@ -22,13 +23,24 @@ void add_store_options(Cli& cli, StoreOptions& opts) {
 
 StoreRead read_store(const std::string& path, std::size_t max_bytes) {
     StoreRead r;
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    // O_NONBLOCK, then a regular file only: a FIFO put where the store should be must not block
+    // a poller in open() or read() (it would freeze the notifier, or every worker in poll mode).
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (!fd) {
         if (errno == ENOENT) {
             r.ok = true;
             return r;
         }
         r.error = format("open %s: %s", path.c_str(), std::strerror(errno));
+        return r;
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0) {
+        r.error = format("fstat %s: %s", path.c_str(), std::strerror(errno));
+        return r;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r.error = format("%s is not a regular file", path.c_str());
         return r;
     }
     char buf[16384];

@@ -44,7 +44,9 @@ struct StoreRead {
 };
 
 // One check of the store: open, read it all, close. A missing file is an empty store, not an
-// error (the operator has not written it yet); a file over max_bytes is an error.
+// error (the operator has not written it yet); a file over max_bytes is an error, and so is
+// anything but a regular file (a FIFO, a directory, a device: "… is not a regular file"), which
+// is never read, so that a poller never blocks on it.
 StoreRead read_store(const std::string& path, std::size_t max_bytes);
 
 // The entries of a store's text as a flat object of strings, in file order.

@@ -16,6 +16,10 @@ constexpr long kMasterTimeoutMs = 5000;           // a worker's backstop for any
 constexpr std::size_t kInboxKeep = 5;             // messages a worker keeps
 constexpr std::size_t kInboxShowBytes = 4096;     // of each, in GET /inbox
 constexpr std::size_t kLogTextBytes = 200;        // of each, in the `message` log line
+// A target this far behind (bytes the master holds for it, beyond what its socket buffer took) is
+// not reading: 503 rather than buffer without bound. Not "any byte queued": a healthy worker
+// under a burst of sends is briefly behind, and must not be refused (issue 24, fault 7).
+constexpr std::size_t kMaxBehindBytes = 1 << 20;
 
 // ?NAME=PID: a process id, or a 400 saying what is wrong.
 bool pid_param(const Request& req, const char* name, pid_t* out, HttpServer::ReplyFn& reply) {
@@ -151,7 +155,7 @@ Worker* MailRelay::target(Worker& from, std::int64_t from_id, pid_t to) {
         answer(from, from_id, 404, "no worker with pid " + std::to_string(to) + "\n");
         return nullptr;
     }
-    if (t->channel->wants_write()) {
+    if (t->channel->queued_bytes() > kMaxBehindBytes) {
         answer(from, from_id, 503, "worker " + std::to_string(to) + " is not reading its channel\n");
         return nullptr;
     }

@@ -6,8 +6,9 @@
 //   POST /send?to=PID   a text (at most 64 KiB) for worker PID: 202 once the master has put it
 //                       in PID's channel (not "read"); PID logs `message from=A bytes=N
 //                       text="…"` and keeps the last five. 404: PID is not a live worker; 400:
-//                       a bad pid; 413: too long; 503: PID's channel is backed up (it is not
-//                       reading), rather than the master buffering for it without bound.
+//                       a bad pid; 413: too long; 503: more than 1 MiB already waits in the
+//                       master for PID's channel (it is not reading), rather than the master
+//                       buffering for it without bound.
 //   GET /inbox?pid=PID  a request and a reply: the master asks PID under an id of its own
 //                       (PendingReplies, 2 s: then 504) and answers the asker under the
 //                       asker's id (its own PendingReplies, 5 s backstop: the master always

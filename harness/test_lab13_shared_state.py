@@ -406,6 +406,81 @@ def test_no_fd_or_memory_growth_over_10000_relayed_messages(start_lab):
         s.close()
 
 
+# ---- faults found by attacking it (issue 24) ----------------------------------------------------
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode", ["poll", "notify"])
+def test_a_fifo_where_the_store_should_be_is_an_error_not_a_hang(start_lab, tmp_path, mode):
+    # A FIFO opened for reading blocks until a writer comes: every poller (both workers in poll
+    # mode, the notifier in notify mode) would hang in open() for good. It must be refused as
+    # "not a regular file", the old state kept, and the next regular file adopted.
+    store = tmp_path / "store"
+    store.write_text("a=1\n")
+    lab = start_lab(LAB, "--workers", 2, "--mode", mode, "--poll-ms", 100, "--store", store)
+    conns = pinned(lab, workers(lab, 2))
+    store.unlink()
+    os.mkfifo(store)
+    pollers = 2 if mode == "poll" else 1
+    lab.wait_log(rf'\] store error="{re.escape(str(store))} is not a regular file" keeping=last', count=pollers)
+    started = time.monotonic()
+    for _ in range(6):
+        for s in conns.values():
+            assert state_of(s)["values"] == {"a": "1"}  # still served, with the old state
+    assert time.monotonic() - started < 5
+    write_store(str(store), "a=2\n")  # a regular file again (renamed over the FIFO)
+    seen = seconds_until_every_worker_has(conns, {"a": "2"})
+    assert max(t for t, _ in seen.values()) <= 0.1 + SLACK_S, seen
+    for s in conns.values():
+        s.close()
+    contract.check_sigterm(lab)  # exits on SIGTERM, not on the SIGKILL after the shutdown timeout
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(120)
+def test_a_worker_busy_for_a_moment_is_not_refused_as_not_reading(start_lab):
+    # A worker busy in a request handler (GET /compute runs inline) reads its channel only when it
+    # is done, so the master's writes fill the socket buffer and queue: a worker behind, not one
+    # that does not read. 56 POST /send of 16 KB (900 KB: less than the 1 MiB the master holds
+    # for a worker) must all get 202. Under the old rule, 503 on any queued byte, those sent
+    # after the socket buffer filled got 503 (and 8.7 % of 2,000 sends of 2 KB, 32 in parallel).
+    lab = start_lab(LAB, "--workers", 2)
+    a, b = workers(lab, 2)
+    conns = pinned(lab, [a, b])
+    conns[b].sendall(b"GET /compute?n=500000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    statuses = [ask(conns[a], f"/send?to={b}", "POST", b"x" * 16384).status for _ in range(56)]
+    assert statuses == [202] * 56, {s: statuses.count(s) for s in set(statuses)}
+    assert read_response(conns[b], timeout=60).status == 200  # the compute: b was busy, not gone
+    lab.wait_log(rf"\[worker {b}\] message from={a} bytes=16384 ", count=56)
+    for s in conns.values():
+        s.close()
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_a_worker_that_does_not_read_is_refused_once_the_master_holds_1_mib_for_it(start_lab):
+    # The back-pressure that stays: a stopped worker gets 202s while the kernel's socket buffer
+    # and the master's 1 MiB take its messages, then 503, so the master never buffers without bound.
+    lab = start_lab(LAB, "--workers", 2)
+    a, b = workers(lab, 2)
+    s = pinned(lab, [a])[a]
+    os.kill(b, signal.SIGSTOP)
+    try:
+        accepted = 0
+        while accepted < 200:
+            r = ask(s, f"/send?to={b}", "POST", b"y" * 65536)
+            if r.status != 202:
+                break
+            accepted += 1
+        assert r.status == 503 and b"not reading" in r.body, r
+        assert accepted >= 16, accepted  # at least 1 MiB of 64 KiB messages before the first 503
+    finally:
+        os.kill(b, signal.SIGCONT)
+    lab.wait_log(rf"\[worker {b}\] message from={a} bytes=65536 ", count=accepted)
+    assert ask(s, f"/send?to={b}", "POST", b"again").status == 202  # it reads again: no more 503
+    s.close()
+
+
 # ---- the counter the master owns --------------------------------------------------------------
 
 def count_concurrently(lab, pids, path, total=1000, per_worker=2):

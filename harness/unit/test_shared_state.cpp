@@ -1,5 +1,7 @@
 // Unit tests for what lab13 added to common/: the request body (http.hpp), the IPC question and
-// answer matched by id (pending_replies.hpp), and the key=value store (shared_store.hpp).
+// answer matched by id (pending_replies.hpp), the key=value store and its pollers
+// (shared_store.hpp), JSON text (json.hpp), and how far a channel's peer is behind (channel.hpp).
+#include "channel.hpp"
 #include "check.hpp"
 #include "event_loop.hpp"
 #include "http.hpp"
@@ -7,8 +9,10 @@
 #include "process.hpp"
 #include "shared_store.hpp"
 
+#include <csignal>
 #include <cstdio>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -106,6 +110,56 @@ TEST_CASE("a missing store is empty, a store over the limit is an error, a temp 
     remove_temp_store(path);
     CHECK(access(path.c_str(), F_OK) != 0);
     CHECK(access(path.substr(0, path.rfind('/')).c_str(), F_OK) != 0);
+}
+
+TEST_CASE("a FIFO where the store should be is an error at once, never a blocked open or read") {
+    std::string path = create_temp_store("lab13-unit", "a=1\n");
+    CHECK(!path.empty());
+    CHECK(::unlink(path.c_str()) == 0 && ::mkfifo(path.c_str(), 0600) == 0);
+    alarm(5);  // before the fix open() blocked here for good: the alarm ends the test as a failure
+    StoreRead r = read_store(path, 100);
+    alarm(0);
+    CHECK(!r.ok);
+    CHECK(r.error.find("is not a regular file") != std::string::npos);
+    StoreRead dir = read_store(path.substr(0, path.rfind('/')), 100);
+    CHECK(!dir.ok && dir.error.find("is not a regular file") != std::string::npos);
+    remove_temp_store(path);
+}
+
+TEST_CASE("a poller sees each new text once, and an unreadable store keeps the old state") {
+    std::string path = create_temp_store("lab13-unit", "a=1\n");
+    StorePoller p;
+    p.path = path;
+    std::string text;
+    CHECK(p.check(&text) && text == "a=1\n");  // the first check always reports
+    CHECK(!p.check(&text));                     // unchanged
+    CHECK(::unlink(path.c_str()) == 0 && ::mkfifo(path.c_str(), 0600) == 0);
+    CHECK(!p.check(&text));                     // an error: no change, logged once
+    CHECK(::unlink(path.c_str()) == 0);
+    text.clear();
+    CHECK(p.check(&text) && text.empty());      // gone: an empty store is a change
+    remove_temp_store(path);
+}
+
+TEST_CASE("queued_bytes: what the peer has not taken yet, and none once it reads") {
+    auto [a, b] = make_channel_pair();
+    Channel sender(std::move(a));
+    JsonObject m;
+    m.set("text", std::string(64 * 1024, 'x'));
+    CHECK_EQ(sender.queued_bytes(), size_t{0});
+    size_t sent = 0;
+    while (!sender.wants_write()) {  // until the socket buffer is full and the channel queues
+        CHECK(sender.send(m));
+        ++sent;
+    }
+    CHECK(sender.queued_bytes() > 0 && sender.queued_bytes() <= sent * (m.dump().size() + 1));
+    char buf[65536];
+    while (sender.wants_write()) {
+        while (::read(b.get(), buf, sizeof buf) == static_cast<ssize_t>(sizeof buf)) {
+        }
+        CHECK(sender.flush());
+    }
+    CHECK_EQ(sender.queued_bytes(), size_t{0});
 }
 
 TEST_CASE("JSON text: a quoted string, and an object with one more member") {
