@@ -375,8 +375,10 @@ def check_6(run):
     # run finds the connection still there, or gone, more often), so no fixed ceiling: the claim
     # is the ratio within this run. The kernel puts waiters to sleep and wakes them far more often
     # than epoll_wait returns: it checks again before it returns.
+    # (Seen: 6.64 sleeps against 1.25 wakeups at a load average of 8; notes/lab06 has 2.5-3.3
+    # sleeps per connection beside two CPU hogs, so the factor asked for is a modest one.)
     wakeups = float(summary["wakeups_per_connection"])
-    assert float(summary["sleeps_per_connection"]) >= 2 * wakeups, summary
+    assert float(summary["sleeps_per_connection"]) >= 1.5 * wakeups, summary
 
 
 def check_6b(run):
