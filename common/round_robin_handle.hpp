@@ -5,8 +5,9 @@
 // connection to a worker over the channel; the worker confirms, and only then is it dealt
 // another. This class is that bookkeeping and nothing else (no sockets are read or written
 // here, no clock is read), so it is unit-tested without processes:
-// harness/unit/test_round_robin_handle.cpp. lab07 (its note walks through this file) and
-// common/server_handle.cpp (the cluster module's) send what it decides and feed it the workers' answers.
+// harness/unit/test_round_robin_handle.cpp. common/server_handle.cpp (lab07's master and the
+// cluster module's; lab07's note walks through both files) sends what it decides and feeds it
+// the workers' answers.
 //
 // The rules:
 //   - Workers are dealt strictly in turn: connection k goes to worker k mod n, and a worker

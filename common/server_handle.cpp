@@ -18,10 +18,16 @@ size_t waiting_room() {
 }
 }  // namespace
 
-ServerHandle::ServerHandle(EventLoop& loop, Cluster& table, int key, Fd listener, bool deal)
+ServerHandle::ServerHandle(EventLoop& loop, Cluster& table, int key, Fd listener, bool deal, bool accept_now)
     : loop_(loop), table_(table), key_(key), listener_(std::move(listener)), deal_(deal),
       full_(loop, "queue full: no worker is free, new clients wait in the kernel's backlog:") {
-    if (deal_ && !loop_.add(listener_.get(), EPOLLIN, [this](uint32_t) { accept_and_deal(); }))
+    if (deal_ && accept_now) start_accepting();
+}
+
+// Until this is called nothing is accepted, so the waiting room stays empty and
+// watch_listener() never touches the (unwatched) listener.
+void ServerHandle::start_accepting() {
+    if (!loop_.add(listener_.get(), EPOLLIN, [this](uint32_t) { accept_and_deal(); }))
         die_errno("epoll_ctl(listener)");
 }
 
@@ -60,8 +66,9 @@ void ServerHandle::answer(Worker& w, const JsonObject& body) {
         work = rr_.acknowledge(w.pid, id, monotonic_ms(), &known);
     } else {
         std::string reason = body.get_string("reason");
-        log_event("refused worker=%d id=%llu reason=%s: dealt again", w.pid, static_cast<unsigned long long>(id),
-                  reason.c_str());
+        if (reason != "fd-lost")  // those come by the hundred at a worker's fd limit: it logs them per burst
+            log_event("refused worker=%d id=%llu reason=%s: dealt again", w.pid, static_cast<unsigned long long>(id),
+                      reason.c_str());
         auto why = reason == "fd-lost" ? RoundRobinHandle::Refusal::fd_lost : RoundRobinHandle::Refusal::late;
         work = rr_.refuse(w.pid, id, monotonic_ms(), why, &known);
     }

@@ -1,12 +1,12 @@
-// server_handle.hpp — the handle of one listening address in a cluster's primary (lab15's
-// module, common/cluster_module.cpp): the socket, opened once at the first worker's listen()
-// and kept for the primary's life (workers come and go, and the kernel keeps queueing clients:
+// server_handle.hpp — the handle of one listening address in a cluster's primary (lab07's
+// master, and lab15's module, common/cluster_module.cpp): the socket, opened once (lab07: before
+// the first fork; the module: at the first worker's listen()) and kept for the primary's life (workers come and go, and the kernel keeps queueing clients:
 // lab10's lesson), and how its connections reach the workers. Node keeps the same two kinds:
 //   - shared (cluster.SCHED_NONE): the worker gets the socket itself and accepts on it; the
 //     kernel decides who gets a connection (lab05, lab06's herd);
 //   - dealt (cluster.SCHED_RR): the socket never leaves the primary, which accepts and deals
 //     each connection over the worker's channel. Who gets it is RoundRobinHandle's decision
-//     (sans-IO, lab07); this class does its I/O as lab07's master does: accept while the
+//     (sans-IO, lab07); this class does its I/O, for lab07's master and the module: accept while the
 //     waiting room has space (a quarter of the fd limit; when it is full, newcomers wait in the
 //     kernel's backlog), send each handoff, feed the workers' answers back, and look again at
 //     the handle's next deadline (reading the overdue workers' channels first: an answer
@@ -41,7 +41,11 @@ public:
     // primary accepts), else shared. Null, with the reason in *error, if the socket fails.
     static std::unique_ptr<ServerHandle> open(EventLoop& loop, Cluster& table, int key, const std::string& host,
                                               int port, bool deal, std::string* error);
-    ServerHandle(EventLoop& loop, Cluster& table, int key, Fd listener, bool deal);
+    // A dealt handle accepts at once, unless `accept_now` is false: then not before
+    // start_accepting() (lab07 waits until every worker listens, so that the first connections
+    // split exactly; until then clients wait in the kernel's accept queue).
+    ServerHandle(EventLoop& loop, Cluster& table, int key, Fd listener, bool deal, bool accept_now = true);
+    void start_accepting();
     ServerHandle(const ServerHandle&) = delete;
     ServerHandle& operator=(const ServerHandle&) = delete;
 
