@@ -483,6 +483,15 @@ class SupervisionTests:
         check_chaos_kill9(lab, record_property)
         self.after_load(lab)
 
+    @pytest.mark.points(4)
+    @pytest.mark.timeout(60)
+    def test_crash_storm_no_request_fails_but_the_crashing_ones(self, lab, record_property):
+        crashes, report = check_crash_storm(lab, record_property)
+        assert report["errors"]["total"] == 0, report
+        assert set(report["status"]) == {"200"}, report
+        assert crashes >= 10
+        self.after_load(lab)
+
     @pytest.mark.points(1)
     def test_a_worker_whose_master_dies_exits_too(self, lab):
         pids = wait_workers(lab)

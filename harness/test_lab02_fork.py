@@ -123,21 +123,17 @@ def test_when_the_last_worker_dies_the_master_exits_1(lab):
 # --- the shared contract -----------------------------------------------------------------------
 
 
-class TestContract(contract.ContractTests):
-    """The contract every lab shares (harness/contract.py), run against this lab."""
+class TestContract(workers.WorkersTests):
+    """The contract every lab shares, and how a lab with workers stops (harness/contract.py,
+    harness/workers.py), run against this lab."""
+    lab_name = LAB
     # Each worker holds one connection at a time, so 2 workers keep 2 connections alive. With
     # more (ab -k -c 20), the extra connections wait in the queue until a worker's connection
     # is closed for idling, and ab counts every such close as a failed request (see the notes).
     ab_keepalive_concurrency = 2
-    test_sigterm_exits_cleanly = None  # its own version is above
-
-
-class TestWorkers(workers.WorkersTests):
-    """How a lab with workers stops (harness/workers.py), run against this lab."""
-    lab_name = LAB
+    test_ab_keepalive_keeps_every_request_alive = contract.ContractTests.test_ab_keepalive_keeps_every_request_alive
     sigterm_exit = r"code=none signal=SIGTERM"
     orphan_signal = signal.SIGTERM  # its workers ask for it with PR_SET_PDEATHSIG
     logs_shutdown = False
     listening_line = r"\[worker \d+\] listening"  # lab02's master forks and forgets: each worker says it
-    test_ab_keepalive_keeps_every_request_alive = None  # the contract's (TestContract) runs
     test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left = None  # the master forks before it handles signals

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import REPO, run_load, wait_until, zombies_of
 from procfs import listening_inodes, socket_inodes
-import contract
 import workers
 
 LAB = "lab05"
@@ -149,12 +148,7 @@ def test_bad_command_lines_exit_2():
 
 # --- the shared contract -----------------------------------------------------------------------
 
-class TestContract(contract.ContractTests):
-    """The contract every lab shares (harness/contract.py), run against this lab."""
-    test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
-    test_sigterm_exits_cleanly = None  # its own version is above
-
-
-class TestWorkers(workers.WorkersTests):
-    """How a lab with workers stops (harness/workers.py), run against this lab."""
+class TestContract(workers.WorkersTests):
+    """The contract every lab shares, and how a lab with workers stops (harness/contract.py,
+    harness/workers.py), run against this lab."""
     lab_name = LAB

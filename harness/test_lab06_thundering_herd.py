@@ -333,14 +333,9 @@ def test_bad_command_lines_exit_2():
 # --- the shared contract (default mode: epoll) ----------------------------------------------------
 
 
-class TestContract(contract.ContractTests):
-    """The contract every lab shares (harness/contract.py), run against this lab."""
-    test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
-    test_sigterm_exits_cleanly = None  # its own version is above
-
-
-class TestWorkers(workers.WorkersTests):
-    """How a lab with workers stops (harness/workers.py), run against this lab."""
+class TestContract(workers.WorkersTests):
+    """The contract every lab shares, and how a lab with workers stops (harness/contract.py,
+    harness/workers.py), run against this lab."""
     lab_name = LAB
     test_workers_exit_when_the_master_is_killed = None  # its own version, in each wait mode, is above
     test_ab_keepalive_keeps_every_request_alive = None  # its own version, in each wait mode, is above

@@ -271,12 +271,7 @@ def test_20000_requests_without_an_error(lab):
     assert split_of(report) == [10000, 10000], report["per_pid"]
 
 
-class TestContract(contract.ContractTests):
-    """The contract every lab shares (harness/contract.py), run against this lab."""
-    test_ab_keepalive_keeps_every_request_alive = None  # its own version is above
-    test_sigterm_exits_cleanly = None  # its own version is above
-
-
-class TestWorkers(workers.WorkersTests):
-    """How a lab with workers stops (harness/workers.py), run against this lab."""
+class TestContract(workers.WorkersTests):
+    """The contract every lab shares, and how a lab with workers stops (harness/contract.py,
+    harness/workers.py), run against this lab."""
     lab_name = LAB

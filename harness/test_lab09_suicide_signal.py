@@ -15,7 +15,7 @@ from conftest import REPO, stopped
 import contract
 import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
+    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests,
     check_shutdown_is_bounded, connections_per_worker, crash_through, read_response, request,
     restarts_of, wait_workers)
 
@@ -140,15 +140,6 @@ def test_on_shutdown_the_workers_own_deadline_ends_a_stuck_drain(start_lab):
     assert lab.events(r"\[worker \d+\] kill-timeout ms=500 cut=1")
     assert not lab.events(r"reason=shutdown-timeout"), "the master had to SIGKILL"
     assert took < 3.0
-
-
-@pytest.mark.points(4)
-@pytest.mark.timeout(60)
-def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property):
-    crashes, report = check_crash_storm(lab, record_property)
-    assert report["errors"]["total"] == 0, report
-    assert set(report["status"]) == {"200"}, report
-    assert crashes >= 10
 
 
 # ---- the contract ----------------------------------------------------------------------------

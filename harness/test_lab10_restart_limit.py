@@ -17,7 +17,7 @@ from conftest import REPO, wait_until
 import contract
 import supervision
 from supervision import (
-    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests, check_crash_storm,
+    FAST_TIMEOUTS, WORKERS, alive, check_crash_all_with_long_requests,
     crash_through, restarts_of, wait_workers)
 
 LAB = "lab10"
@@ -143,16 +143,6 @@ def test_when_every_worker_crashes_at_once_new_requests_do_not_wait_for_the_drai
     record_property("max_latency_s", round(worst, 3))
     print(f"\nlab10: drain left {drain_left:.3f} s, worst GET / latency {worst:.3f} s")
     assert worst < 0.4 * drain_left, f"worst latency {worst:.3f} s against a drain of {drain_left:.3f} s"
-
-
-@pytest.mark.points(4)
-@pytest.mark.timeout(60)
-def test_crash_storm_no_request_fails_but_the_crashing_ones(lab, record_property):
-    crashes, report = check_crash_storm(lab, record_property)
-    assert report["errors"]["total"] == 0, report
-    assert set(report["status"]) == {"200"}, report
-    assert crashes >= 10
-    assert not giveups(lab)
 
 
 # ---- the contract ----------------------------------------------------------------------------

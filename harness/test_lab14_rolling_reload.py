@@ -580,6 +580,7 @@ class TestSupervision(supervision.SupervisionTests):
     test_shutdown_waits_for_a_stuck_worker_only_until_the_timeout = None
     test_no_zombie_and_no_leaked_fd_in_the_master_after_20_restarts = None
     test_chaos_kill9_a_worker_every_100ms_under_load = None
+    test_crash_storm_no_request_fails_but_the_crashing_ones = None
     test_a_worker_whose_master_dies_exits_too = None
     test_sigterm_or_sigint_during_start_up_exits_0_with_no_worker_left = None
     test_a_replacement_that_cannot_be_started_is_retried_while_the_others_serve = None

@@ -2,10 +2,11 @@
 
 A lab's test file says
 
-    class TestWorkers(workers.WorkersTests):
+    class TestContract(workers.WorkersTests):
         lab_name = "lab05"
 
-and pytest runs each check below against that lab, as `TestWorkers::test_…`: SIGTERM stops every
+and pytest runs the contract every lab shares (harness/contract.py) and each check below against
+that lab, as `TestContract::test_…`: SIGTERM stops every
 worker and the master exits 0, Ctrl-C to the group does too, a master killed without warning
 takes its workers with it, ab's keep-alive run against two workers, and a signal during start-up.
 Labs 08-10 have their own versions (harness/supervision.py), because their workers drain first.
@@ -20,8 +21,10 @@ from conftest import orphan_exit_status, wait_until
 from supervision import check_signal_during_startup
 
 
-class WorkersTests:
+class WorkersTests(contract.ContractTests):
     lab_name = ""
+    # The contract's SIGTERM check is part of test_sigterm_stops_every_worker_and_exits_0 below.
+    test_sigterm_exits_cleanly = None
     # A worker's exit line when its master is asked to stop: an event-driven worker leaves with 0
     # (it hears the master and exits), lab02's blocking one is ended by SIGTERM.
     sigterm_exit = r"code=0 signal=none"
@@ -69,7 +72,8 @@ class WorkersTests:
     @pytest.mark.points(2)
     @pytest.mark.timeout(120)
     def test_ab_keepalive_keeps_every_request_alive(self, start_lab):
-        # The default idle timeout (5 s): ab's connections never sit idle that long.
+        # Instead of the contract's: two workers, and the default idle timeout (5 s), so ab's
+        # connections never sit idle that long.
         lab = start_lab(self.lab_name, "--workers", "2")
         contract.check_ab_keepalive(lab, c=20)
 
