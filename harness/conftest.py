@@ -122,6 +122,22 @@ def stopped(pids, timeout=5):
                 pass
 
 
+def help_lines(name):
+    """`./labNN --help`, as {flag: its line}: how a test reads a flag's documented default."""
+    out = subprocess.run([str(REPO / name), "--help"], capture_output=True, text=True, timeout=10).stdout
+    return {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
+
+
+def crash_one_worker(lab):
+    """GET /crash on a fresh connection to a lab whose workers die of it (labs 02-07): no answer,
+    the connection closes, the master logs the worker's SIGABRT. Returns the dead worker's pid."""
+    before = len(lab.events(r"exit worker=\d+ code=none signal=SIGABRT"))
+    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert rs == [] and closed, f"a crashing request got {rs}"
+    dead = lab.wait_log(r"exit worker=(\d+) code=none signal=SIGABRT", count=before + 1)
+    return int(dead[before].group(1))
+
+
 def orphan_exit_status(pid, timeout=5):
     """The wait status of an orphan re-parented to us (we are a subreaper), once it exits."""
     deadline = time.monotonic() + timeout

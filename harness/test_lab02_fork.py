@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from conftest import concurrent_gets, run_load, zombies_of
+from conftest import crash_one_worker, concurrent_gets, run_load, zombies_of
 import contract
 import workers
 
@@ -77,10 +77,7 @@ def test_every_worker_takes_its_share_of_connections(start_lab):
 def test_crash_kills_exactly_one_worker_and_the_others_keep_serving(start_lab):
     lab = start_lab(LAB, "--workers", "3", *FAST_TIMEOUTS)
     workers = lab.forked()
-    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert rs == [] and closed
-    dead = lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")
-    crashed = int(dead[0].group(1))
+    crashed = crash_one_worker(lab)
     assert crashed in workers
     assert "terminate called after throwing" in lab.log_text()
     survivors = sorted(set(workers) - {crashed})
@@ -110,8 +107,7 @@ def test_the_master_does_not_replace_a_crashed_worker(lab):
 @pytest.mark.timeout(30)
 def test_when_the_last_worker_dies_the_master_exits_1(lab):
     for _ in range(2):
-        rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert rs == [] and closed
+        crash_one_worker(lab)
     assert lab.wait_exit(10) == 1
     lab.wait_log(r"\[master \d+\] no workers left")
     assert len(lab.events(r"exit worker=\d+ code=none signal=SIGABRT")) == 2

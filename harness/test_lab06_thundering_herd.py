@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import orphan_exit_status, REPO, get, run_load, stopped
+from conftest import crash_one_worker, orphan_exit_status, REPO, get, run_load, stopped
 from procfs import listening_inodes
 import contract
 import workers
@@ -292,9 +292,7 @@ def test_the_last_table_is_printed_at_shutdown(lab):
 def test_a_crashed_worker_is_gone_and_the_others_keep_serving(start_lab):
     lab = herd(start_lab, "accept", workers=3)
     workers = lab.forked()
-    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert rs == [] and closed
-    dead = int(lab.wait_log(r"exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
+    dead = crash_one_worker(lab)
     survivors = set(workers) - {dead}
     report = run_load(lab.url + "/", connections=4, requests=300)
     assert report["errors"]["total"] == 0, report

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until
+from conftest import crash_one_worker, REPO, connect, fd_count, parse_responses, rss_kib, run_load, wait_until
 from procfs import listening_inodes, socket_inodes
 import contract
 import workers
@@ -101,9 +101,7 @@ def test_the_masters_memory_and_fds_stay_flat_under_load(lab):
 def test_a_crashed_worker_is_skipped_from_then_on(start_lab):
     lab = start_lab(LAB, "--workers", "4", *FAST_TIMEOUTS)
     workers = lab.forked()
-    rs, closed = lab.exchange(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert rs == [] and closed
-    dead = int(lab.wait_log(r"\[master \d+\] exit worker=(\d+) code=none signal=SIGABRT")[0].group(1))
+    dead = crash_one_worker(lab)
     survivors = set(workers) - {dead}
     report = run_load(lab.url + "/", connections=6, requests=300)
     assert report["errors"]["total"] == 0, report

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, wait_until
+from conftest import help_lines, REPO, wait_until
 import contract
 import supervision
 from supervision import (
@@ -120,10 +120,9 @@ def test_restarts_spread_wider_than_during_never_give_up(start_lab):
 
 @pytest.mark.points(1)
 def test_the_defaults_are_the_materials_10_restarts_in_60_seconds():
-    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
-    lines = {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
-    assert "(default 10)" in lines["--limit"], out
-    assert "(default 60000)" in lines["--during"], out
+    lines = help_lines(LAB)
+    assert "(default 10)" in lines["--limit"], lines
+    assert "(default 60000)" in lines["--during"], lines
 
 
 @pytest.mark.points(1)

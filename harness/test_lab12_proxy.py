@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (IN_CI, REPO, connect, fd_count, group_members, parse_responses, rss_kib, run_load,
+from conftest import (help_lines, IN_CI, REPO, connect, fd_count, group_members, parse_responses, rss_kib, run_load,
                       wait_until, zombies_of)
 from procfs import socket_inodes
 import contract
@@ -441,11 +441,10 @@ def test_a_bad_flag_is_refused_with_exit_2(bad):
 
 @pytest.mark.points(1)
 def test_the_defaults_are_nginxs_max_fails_1_and_fail_timeout_10s():
-    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
-    lines = {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
-    assert "(default 1)" in lines["--max-fails"], out
-    assert "(default 10000)" in lines["--fail-timeout"], out
-    assert "(default copy)" in lines["--relay"], out
+    lines = help_lines(LAB)
+    assert "(default 1)" in lines["--max-fails"], lines
+    assert "(default 10000)" in lines["--fail-timeout"], lines
+    assert "(default copy)" in lines["--relay"], lines
 
 
 # ---- nginx: the same design, across machines ------------------------------------------------

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_load, wait_until
+from conftest import help_lines, REPO, run_load, wait_until
 import contract
 import supervision
 from supervision import (
@@ -525,10 +525,9 @@ def test_a_bad_config_file_at_start_is_refused_with_its_line(tmp_path, text, exp
 
 @pytest.mark.points(1)
 def test_the_listen_timeout_defaults_to_pm2s_3000_ms():
-    out = subprocess.run([str(REPO / LAB), "--help"], capture_output=True, text=True, timeout=10).stdout
-    lines = {l.split()[0]: l for l in out.splitlines() if l.strip().startswith("--")}
-    assert "(default 3000)" in lines["--listen-timeout"], out
-    assert "--config" in lines, out
+    lines = help_lines(LAB)
+    assert "(default 3000)" in lines["--listen-timeout"], lines
+    assert "--config" in lines, lines
 
 
 @pytest.mark.points(1)
