@@ -13,6 +13,12 @@
 
 namespace {
 
+// Workers 1 and 2 join the ring at time 0, in that order: the start of most cases below.
+void add_workers_1_and_2(RoundRobinHandle& h) {
+    h.add(1, 0);
+    h.add(2, 0);
+}
+
 // A real descriptor to stand for a client connection (the handle owns and closes it).
 Fd connection() {
     int sv[2];
@@ -45,8 +51,7 @@ TEST_CASE("healthy workers split exactly: 1000 connections over 4 are 250 each")
 
 TEST_CASE("the worker in turn owes a fresh confirmation: the connection waits for it, order kept") {
     RoundRobinHandle h(50);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto first = h.distribute(connection(), 0);   // worker 1
     auto second = h.distribute(connection(), 0);  // worker 2
     CHECK_EQ(first.at(0).worker, 1);
@@ -63,8 +68,7 @@ TEST_CASE("the worker in turn owes a fresh confirmation: the connection waits fo
 
 TEST_CASE("a worker that owes a confirmation past stuck_ms loses its turns (SIGSTOP)") {
     RoundRobinHandle h(50);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto stuck = h.distribute(connection(), 0);  // worker 1 gets it and never confirms
     CHECK_EQ(stuck.at(0).worker, 1);
     std::map<pid_t, int> got;
@@ -84,8 +88,7 @@ TEST_CASE("a worker that owes a confirmation past stuck_ms loses its turns (SIGS
 
 TEST_CASE("every worker stuck: connections queue, and the first to confirm takes the oldest") {
     RoundRobinHandle h(50);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto a = h.distribute(connection(), 0);
     auto b = h.distribute(connection(), 0);
     CHECK(h.distribute(connection(), 100).empty());
@@ -113,8 +116,7 @@ TEST_CASE("past max_waiting a connection is refused, not queued") {
 
 TEST_CASE("a dead worker's unconfirmed connection is dealt again, before the ones waiting") {
     RoundRobinHandle h(50);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto lost = h.distribute(connection(), 0);  // worker 1, never confirmed
     int lost_fd = lost.at(0).fd;
     auto to2 = h.distribute(connection(), 0);
@@ -128,8 +130,7 @@ TEST_CASE("a dead worker's unconfirmed connection is dealt again, before the one
 
 TEST_CASE("a retired (disconnecting) worker is dealt nothing more but keeps what it was sent") {
     RoundRobinHandle h(50);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto sent = h.distribute(connection(), 0);  // worker 1
     h.retire(1);
     CHECK_EQ(h.unconfirmed(), std::size_t{1});
@@ -144,8 +145,7 @@ TEST_CASE("a retired (disconnecting) worker is dealt nothing more but keeps what
 
 TEST_CASE("a stuck worker's connection is taken back after take_back_ms and dealt to another") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto stuck = h.distribute(connection(), 0);  // worker 1 never answers
     int fd = stuck.at(0).fd;
     CHECK_EQ(h.next_deadline(), 1000);
@@ -164,8 +164,7 @@ TEST_CASE("a stuck worker's connection is taken back after take_back_ms and deal
 
 TEST_CASE("a refused connection (fd lost, or late) is dealt again first") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto first = h.distribute(connection(), 0);
     auto again = h.refuse(1, first.at(0).id, 1);
     CHECK_EQ(again.size(), std::size_t{1});
@@ -183,8 +182,7 @@ TEST_CASE("a confirmation that matches no handoff is reported, and changes nothi
 
 TEST_CASE("the defaults are the ones lab07 and the module share: stuck after 200 ms, take-back after 1 s") {
     RoundRobinHandle h;
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto first = h.distribute(connection(), 0);  // worker 1
     auto second = h.distribute(connection(), 0);  // worker 2
     h.acknowledge(2, second.at(0).id, 0);
@@ -215,8 +213,7 @@ TEST_CASE("the waiting room is a quarter of the descriptor limit, at most 256") 
 
 TEST_CASE("a worker that lost a descriptor at its fd limit rests, skipped, then is dealt again") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto first = h.distribute(connection(), 0);  // worker 1
     auto again = h.refuse(1, first.at(0).id, 10, RoundRobinHandle::Refusal::fd_lost);
     CHECK_EQ(again.at(0).worker, 2);  // the same client, to the next worker
@@ -244,8 +241,7 @@ TEST_CASE("when the only worker rests, the connection waits for the end of the r
 
 TEST_CASE("every worker stuck: the next deadline is the take-back, never a time already past") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     h.distribute(connection(), 0);
     h.distribute(connection(), 0);
     CHECK(h.distribute(connection(), 10).empty());
@@ -256,8 +252,7 @@ TEST_CASE("every worker stuck: the next deadline is the take-back, never a time 
 
 TEST_CASE("a late refusal does not rest the worker") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto first = h.distribute(connection(), 0);
     auto again = h.refuse(1, first.at(0).id, 10);  // late
     h.acknowledge(2, again.at(0).id, 11);
@@ -267,8 +262,7 @@ TEST_CASE("a late refusal does not rest the worker") {
 
 TEST_CASE("poll reports what it took back and from whom; overdue names the workers first") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     auto stuck = h.distribute(connection(), 0);  // worker 1 never answers
     CHECK(h.overdue(999).empty());
     std::vector<pid_t> due = h.overdue(1000);
@@ -287,8 +281,7 @@ TEST_CASE("poll reports what it took back and from whom; overdue names the worke
 
 TEST_CASE("remove says how many unconfirmed connections it deals again") {
     RoundRobinHandle h(50, 1000);
-    h.add(1, 0);
-    h.add(2, 0);
+    add_workers_1_and_2(h);
     h.distribute(connection(), 0);  // worker 1, never confirmed
     std::size_t redealt = 99;
     h.remove(1, 1, &redealt);
