@@ -276,8 +276,11 @@ void exec_call(Foreground& fg, const SpawnRequest& req, const ExecOptions& opts,
         loop.add_timer(kKillGraceMs, [&child] {
             if (!child.running()) return;
             log_event("kill child=%d signal=SIGKILL reason=grace grace_ms=%ld", child.pid(), kKillGraceMs);
-            child.destroy_streams();
+            // SIGKILL first: once it is sent the child's fate is sealed, whatever it does next.
+            // Closing the pipes first let a child that was writing die of SIGPIPE instead
+            // (exit 141 in CI), before our signal reached it.
             child.kill(SIGKILL);
+            child.destroy_streams();
         });
     };
     // Once it is dead, what is left unread is dropped, so a grandchild still holding the pipes
