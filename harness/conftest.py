@@ -113,7 +113,10 @@ def stopped(pids, timeout=5):
     pids = [p for p in pids if proc_stat(p)]
     try:
         for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:  # gone since: nothing to stop
+                pass
         wait_until(lambda: all((st := proc_stat(p)) is None or st[0] in "TtZ" for p in pids), timeout,
                    what=f"processes {pids} stopped")
         yield

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, group_members, proc_stat, reap_orphans, wait_until, zombies_of
+import labinfo  # noqa: E402  (tools/labinfo.py: conftest puts tools/ on the path)
 
 LAB = "lab11"
 BINARY = REPO / LAB
@@ -95,15 +96,7 @@ class Run:
 
     def cleanup(self):
         """Kills whatever is left in its session; returns the pids that were left."""
-        leftovers = group_members(self.pid)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        leftovers = labinfo.kill_group(self.proc, self.pid)
         if self.proc.stdout:
             self.proc.stdout.close()
         wait_until(lambda: not group_members(self.pid), 5, what="killed processes to vanish")

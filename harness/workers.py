@@ -6,9 +6,9 @@ A lab's test file says
         lab_name = "lab05"
 
 and pytest runs the contract every lab shares (harness/contract.py) and each check below against
-that lab, as `TestContract::test_…`: SIGTERM stops every
-worker and the master exits 0, Ctrl-C to the group does too, a master killed without warning
-takes its workers with it, ab's keep-alive run against two workers, and a signal during start-up.
+that lab, as `TestContract::test_…`: SIGTERM stops every worker and the master exits 0, Ctrl-C
+to the group does too, a master killed without warning takes its workers with it, ab's keep-alive
+run against two workers, and a signal during start-up.
 Labs 08-10 have their own versions (harness/supervision.py), because their workers drain first.
 """
 import os
